@@ -1,0 +1,144 @@
+//! DRM device nodes: finding them, opening them, asking what their driver supports. The
+//! syncobj calls go through the `drm` crate's traits, which [`DrmNode`] implements.
+//!
+//! # How to use
+//! ```no_run
+//! for node in fencebridge::device::DrmNode::list() {
+//!     let node = node.open().unwrap();
+//!     println!("{}: {}", node.path().display(), node.driver_name());
+//! }
+//! ```
+
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use drm::control::Device as _;
+use drm::Device as _;
+use rustix::fs::{Mode, OFlags};
+
+use crate::{Error, Result};
+
+/// Where DRM nodes live.
+pub const DRI_DIR: &str = "/dev/dri";
+
+/// A DRM node path, before it is opened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodePath(PathBuf);
+
+impl NodePath {
+    /// The path.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    /// Whether this is a render node (renderD*), which needs no DRM master for syncobjs.
+    pub fn is_render_node(&self) -> bool {
+        self.0
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("renderD"))
+    }
+
+    /// Opens the node read-write, close-on-exec.
+    pub fn open(&self) -> Result<DrmNode> {
+        DrmNode::open(&self.0)
+    }
+}
+
+/// An open DRM node.
+#[derive(Debug)]
+pub struct DrmNode {
+    fd: OwnedFd,
+    path: PathBuf,
+    driver: String,
+}
+
+impl AsFd for DrmNode {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+impl drm::Device for DrmNode {}
+impl drm::control::Device for DrmNode {}
+
+impl DrmNode {
+    /// The DRM nodes of this machine: render nodes first, then card nodes, each sorted.
+    pub fn list() -> Vec<NodePath> {
+        let Ok(dir) = std::fs::read_dir(DRI_DIR) else {
+            return Vec::new();
+        };
+        let mut nodes: Vec<NodePath> = dir
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .filter(|p| {
+                let name = p
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                name.starts_with("renderD") || name.starts_with("card")
+            })
+            .map(NodePath)
+            .collect();
+        nodes.sort_by_key(|n| (!n.is_render_node(), n.0.clone()));
+        nodes
+    }
+
+    /// Opens a DRM node.
+    pub fn open(path: &Path) -> Result<DrmNode> {
+        let fd = rustix::fs::open(path, OFlags::RDWR | OFlags::CLOEXEC, Mode::empty())
+            .map_err(Error::io("open(DRM node)"))?;
+        Self::from_fd(fd, path.to_owned())
+    }
+
+    /// Wraps an open DRM fd.
+    pub fn from_fd(fd: OwnedFd, path: PathBuf) -> Result<DrmNode> {
+        let mut node = DrmNode {
+            fd,
+            path,
+            driver: String::new(),
+        };
+        crate::sys::count_foreign_ioctl();
+        let driver = node
+            .get_driver()
+            .map_err(|e| Error::io("DRM_IOCTL_VERSION")(io_errno(&e)))?;
+        node.driver = driver.name().to_string_lossy().into_owned();
+        Ok(node)
+    }
+
+    /// The node's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The kernel driver's name (`virtio_gpu`, `vgem`, `amdgpu`, …).
+    pub fn driver_name(&self) -> &str {
+        &self.driver
+    }
+
+    /// Whether the driver answers yes to a DRM capability (an error counts as no).
+    pub fn has_capability(&self, cap: drm::DriverCapability) -> bool {
+        crate::sys::count_foreign_ioctl();
+        self.get_driver_capability(cap).is_ok_and(|v| v != 0)
+    }
+
+    /// Whether the kernel has `DRM_IOCTL_SYNCOBJ_EVENTFD` (6.6+): asked for handle 0, which
+    /// never exists, a kernel that knows the ioctl answers ENOENT.
+    pub fn has_syncobj_eventfd(&self) -> bool {
+        let Ok(efd) = rustix::event::eventfd(0, rustix::event::EventfdFlags::CLOEXEC) else {
+            return false;
+        };
+        // The drm crate cannot spell handle 0; u32::MAX is just as surely absent.
+        let handle = drm::control::syncobj::Handle::from(std::num::NonZeroU32::MAX);
+        crate::sys::count_foreign_ioctl();
+        matches!(
+            self.syncobj_eventfd(handle, 1, efd.as_fd(), false)
+                .map_err(|e| io_errno(&e)),
+            Err(rustix::io::Errno::NOENT) | Ok(())
+        )
+    }
+}
+
+/// The errno inside an `io::Error` from the drm crate.
+pub(crate) fn io_errno(e: &std::io::Error) -> rustix::io::Errno {
+    rustix::io::Errno::from_io_error(e).unwrap_or(rustix::io::Errno::IO)
+}

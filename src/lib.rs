@@ -1,0 +1,42 @@
+//! # fencebridge
+//!
+//! Bridges implicit (dma-buf reservation) and explicit (DRM syncobj / sync_file) GPU
+//! synchronisation for Wayland compositors built on smithay, from the calloop event loop and
+//! without ever blocking it.
+//!
+//! The layers, lowest first (a lower one never uses a higher one):
+//! - [`sys`]: the raw uAPI (the only place that issues ioctls);
+//! - [`fence`]: sync_files, fence classification (pending / signalled / the kernel's stub),
+//!   dma-buf export/import over a buffer's planes;
+//! - [`device`], [`timeline`]: DRM nodes and syncobj timelines;
+//! - [`caps`]: what this machine supports, with reasons;
+//! - [`source`]: calloop event sources for fences and timeline points;
+//! - [`producer`]: dma-buf producers (dma-heap, udmabuf, vgem) for calibration, tools and tests.
+//!
+//! # How to use
+//! ```no_run
+//! use std::os::fd::AsFd;
+//! use fencebridge::fence::{dmabuf, Access, StubSignature};
+//! use fencebridge::source::SyncFileSource;
+//! # fn f(plane: std::fs::File) -> Result<(), Box<dyn std::error::Error>> {
+//! let mut event_loop = calloop::EventLoop::<bool>::try_new()?;
+//! let stub = StubSignature::calibrate();
+//! let snapshot = dmabuf::export(&[plane.as_fd()], Access::Read, &stub)?;
+//! if let Some(fence) = snapshot.fence {
+//!     event_loop.handle().insert_source(SyncFileSource::new(fence), |_, _, ready| *ready = true)?;
+//! }
+//! # Ok(()) }
+//! ```
+#![warn(missing_docs)]
+#![deny(clippy::undocumented_unsafe_blocks)]
+
+pub mod caps;
+pub mod device;
+mod error;
+pub mod fence;
+pub mod producer;
+pub mod source;
+pub mod sys;
+pub mod timeline;
+
+pub use error::{Error, Result};

@@ -1,0 +1,99 @@
+//! calloop event sources: a [`SyncFile`](crate::fence::SyncFile) becoming ready
+//! ([`SyncFileSource`]) and a timeline point becoming ready ([`TimelinePointSource`]: by
+//! `SYNCOBJ_EVENTFD`, or where the kernel lacks it by a waiter thread that wakes the loop
+//! through a calloop channel). Both are one-shot: they fire once and remove themselves. Nothing
+//! here blocks the loop thread, and an already-signalled point needs no source at all
+//! ([`PointWait::Ready`]).
+//!
+//! # How to use
+//! ```no_run
+//! use fencebridge::source::{PointWait, WaitMethod};
+//! use fencebridge::timeline::{SyncobjDevice, WaitFor};
+//! # fn f() -> Result<(), Box<dyn std::error::Error>> {
+//! let mut event_loop = calloop::EventLoop::<Vec<u64>>::try_new()?;
+//! let timeline = SyncobjDevice::find()?.create_timeline()?;
+//! match PointWait::new(&timeline, 5, WaitFor::Signalled, WaitMethod::Auto)? {
+//!     PointWait::Ready => println!("already signalled: no fd, no source"),
+//!     PointWait::Pending(source) => {
+//!         event_loop.handle().insert_source(source, |result, _, ready| {
+//!             result.expect("the wait failed");
+//!             ready.push(5);
+//!         })?;
+//!     }
+//! }
+//! # Ok(()) }
+//! ```
+
+mod sync_file;
+mod timeline_point;
+
+pub use sync_file::SyncFileSource;
+pub use timeline_point::{PointWait, TimelinePointSource, WaitMethod};
+
+use calloop::generic::Generic;
+use calloop::{Interest, Mode, PostAction, Readiness, Token};
+use std::os::fd::AsFd;
+
+/// A Generic source that fires once: on the first readiness it leaves the poller and hands its
+/// fd-backed value to the caller. The shared core of both one-shot sources.
+#[derive(Debug)]
+struct OneShot<F: AsFd>(Option<Generic<F>>);
+
+impl<F: AsFd> OneShot<F> {
+    fn new(file: F) -> Self {
+        OneShot(Some(Generic::new(file, Interest::READ, Mode::OneShot)))
+    }
+
+    /// Runs `fire` with the value if this readiness is ours, then asks calloop to remove us.
+    fn process(
+        &mut self,
+        readiness: Readiness,
+        token: Token,
+        fire: impl FnOnce(F),
+    ) -> std::io::Result<PostAction> {
+        let Some(generic) = self.0.as_mut() else {
+            return Ok(PostAction::Remove);
+        };
+        let mut ours = false;
+        calloop::EventSource::process_events(generic, readiness, token, |_, _| {
+            ours = true;
+            Ok(PostAction::Disable)
+        })?;
+        if !ours {
+            return Ok(PostAction::Continue);
+        }
+        // `unwrap` deletes the fd from the poller before handing it back.
+        let file = self.0.take().map(Generic::unwrap);
+        file.map(fire);
+        Ok(PostAction::Remove)
+    }
+
+    fn register(
+        &mut self,
+        poll: &mut calloop::Poll,
+        tf: &mut calloop::TokenFactory,
+    ) -> calloop::Result<()> {
+        match self.0.as_mut() {
+            Some(g) => calloop::EventSource::register(g, poll, tf),
+            None => Ok(()),
+        }
+    }
+
+    fn reregister(
+        &mut self,
+        poll: &mut calloop::Poll,
+        tf: &mut calloop::TokenFactory,
+    ) -> calloop::Result<()> {
+        match self.0.as_mut() {
+            Some(g) => calloop::EventSource::reregister(g, poll, tf),
+            None => Ok(()),
+        }
+    }
+
+    fn unregister(&mut self, poll: &mut calloop::Poll) -> calloop::Result<()> {
+        match self.0.as_mut() {
+            Some(g) => calloop::EventSource::unregister(g, poll),
+            None => Ok(()),
+        }
+    }
+}

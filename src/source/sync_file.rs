@@ -1,0 +1,52 @@
+//! [`SyncFileSource`]: fires once when a sync_file signals.
+
+use calloop::{EventSource, Poll, PostAction, Readiness, Token, TokenFactory};
+
+use super::OneShot;
+use crate::fence::SyncFile;
+
+/// A calloop source that fires once, when its [`SyncFile`] signals, and hands the fence back.
+#[derive(Debug)]
+pub struct SyncFileSource(OneShot<SyncFile>);
+
+impl SyncFileSource {
+    /// Waits for `fence` once inserted into a loop. (Check
+    /// [`SyncFile::is_signalled`](crate::fence::SyncFile::is_signalled) first to skip the
+    /// source on the fast path.)
+    pub fn new(fence: SyncFile) -> Self {
+        SyncFileSource(OneShot::new(fence))
+    }
+}
+
+impl EventSource for SyncFileSource {
+    /// The fence, now signalled.
+    type Event = SyncFile;
+    type Metadata = ();
+    type Ret = ();
+    type Error = std::io::Error;
+
+    fn process_events<F>(
+        &mut self,
+        readiness: Readiness,
+        token: Token,
+        mut callback: F,
+    ) -> std::io::Result<PostAction>
+    where
+        F: FnMut(SyncFile, &mut ()),
+    {
+        self.0
+            .process(readiness, token, |fence| callback(fence, &mut ()))
+    }
+
+    fn register(&mut self, poll: &mut Poll, tf: &mut TokenFactory) -> calloop::Result<()> {
+        self.0.register(poll, tf)
+    }
+
+    fn reregister(&mut self, poll: &mut Poll, tf: &mut TokenFactory) -> calloop::Result<()> {
+        self.0.reregister(poll, tf)
+    }
+
+    fn unregister(&mut self, poll: &mut Poll) -> calloop::Result<()> {
+        self.0.unregister(poll)
+    }
+}

@@ -1,0 +1,401 @@
+//! DRM syncobj timelines: the explicit side. A [`SyncobjDevice`] is a DRM node whose driver
+//! supports timeline syncobjs; a [`Timeline`] is one syncobj on it, created here or imported
+//! from a client's fd (linux-drm-syncobj-v1 `import_timeline`). Points move between timelines
+//! and sync_files ([`Timeline::import_sync_file`], [`Timeline::export_sync_file`]).
+//!
+//! The `drm` crate does every syncobj call but one: its `fd_to_syncobj(fd, true)` sends handle 0
+//! and the kernel answers ENOENT, so importing a sync_file goes through [`crate::sys`] into a
+//! per-device staging syncobj and is then transferred to the point (two ioctls, no temporary
+//! handle to leak; the staging handle lives as long as the device).
+//!
+//! # How to use
+//! ```no_run
+//! use fencebridge::timeline::SyncobjDevice;
+//! # fn f(fence: fencebridge::fence::SyncFile) -> fencebridge::Result<()> {
+//! let device = SyncobjDevice::find()?;
+//! let timeline = device.create_timeline()?;
+//! timeline.import_sync_file(1, &fence)?; // point 1 signals with `fence`
+//! let again = timeline.export_sync_file(1)?; // and back as a sync_file
+//! timeline.signal(2)?; // a CPU signal
+//! assert!(timeline.is_signalled(2)?);
+//! # Ok(()) }
+//! ```
+
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use drm::control::{syncobj, Device as _};
+use drm::DriverCapability;
+use rustix::io::Errno;
+
+use crate::device::{io_errno, DrmNode};
+use crate::fence::SyncFile;
+use crate::{sys, Error, Result};
+
+/// What to wait for at a timeline point.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum WaitFor {
+    /// The point's fence has signalled (what a CPU reader needs).
+    #[default]
+    Signalled,
+    /// The point has a fence (it may still be running; a GPU consumer can wait on it itself).
+    Available,
+}
+
+/// A DRM node with syncobj timelines. Cheap to clone (shared).
+#[derive(Debug, Clone)]
+pub struct SyncobjDevice(Arc<Inner>);
+
+#[derive(Debug)]
+struct Inner {
+    node: DrmNode,
+    eventfd: bool,
+    /// The binary syncobj every sync_file import and export passes through.
+    staging: Mutex<syncobj::Handle>,
+    /// Syncobj handles this device holds right now (timelines, staging, waiters' cancel objects).
+    live_handles: AtomicUsize,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        let staging = *self.staging.get_mut().unwrap_or_else(|p| p.into_inner());
+        let _ = self.node.destroy_syncobj(staging);
+    }
+}
+
+impl SyncobjDevice {
+    /// The first DRM node whose driver supports syncobj timelines: render nodes first, then
+    /// card nodes.
+    pub fn find() -> Result<SyncobjDevice> {
+        DrmNode::list()
+            .into_iter()
+            .filter_map(|n| n.open().ok())
+            .find_map(|node| Self::from_node(node).ok())
+            .ok_or(Error::NoDevice(
+                "DRM device with syncobj timelines (looked in /dev/dri)",
+            ))
+    }
+
+    /// Opens a given node; fails unless its driver supports syncobj timelines.
+    pub fn open(path: &Path) -> Result<SyncobjDevice> {
+        Self::from_node(DrmNode::open(path)?)
+    }
+
+    /// Takes an open node; fails unless its driver supports syncobj timelines.
+    pub fn from_node(node: DrmNode) -> Result<SyncobjDevice> {
+        if !node.has_capability(DriverCapability::TimelineSyncObj) {
+            return Err(Error::Unsupported {
+                what: "syncobj timelines",
+                errno: Errno::OPNOTSUPP,
+            });
+        }
+        let eventfd = node.has_syncobj_eventfd();
+        sys::count_foreign_ioctl();
+        let staging = node
+            .create_syncobj(false)
+            .map_err(|e| Error::io("DRM_IOCTL_SYNCOBJ_CREATE")(io_errno(&e)))?;
+        Ok(SyncobjDevice(Arc::new(Inner {
+            node,
+            eventfd,
+            staging: Mutex::new(staging),
+            live_handles: AtomicUsize::new(1),
+        })))
+    }
+
+    /// The DRM node.
+    pub fn node(&self) -> &DrmNode {
+        &self.0.node
+    }
+
+    /// Whether the kernel can signal an eventfd from a point (`SYNCOBJ_EVENTFD`, 6.6+).
+    pub fn supports_eventfd(&self) -> bool {
+        self.0.eventfd
+    }
+
+    /// How many syncobj handles this device holds now (the staging one included): a leak check.
+    pub fn live_handles(&self) -> usize {
+        self.0.live_handles.load(Ordering::Relaxed)
+    }
+
+    /// A new timeline, every point unsignalled.
+    pub fn create_timeline(&self) -> Result<Timeline> {
+        Ok(Timeline(Arc::new(OwnedSyncobj::new(self, false)?)))
+    }
+
+    /// Imports a timeline from a syncobj fd (as linux-drm-syncobj-v1's `import_timeline` hands
+    /// it over). The fd may be closed afterwards.
+    pub fn import_timeline(&self, fd: BorrowedFd<'_>) -> Result<Timeline> {
+        sys::count_foreign_ioctl();
+        let handle = self
+            .0
+            .node
+            .fd_to_syncobj(fd, false)
+            .map_err(|e| match io_errno(&e) {
+                // The kernel says EINVAL for a closed fd too.
+                _ if crate::error::file_kind(fd) == crate::error::FileKind::Closed => Error::BadFd,
+                Errno::INVAL | Errno::NOENT => Error::NotASyncobj,
+                errno => Error::Io {
+                    op: "DRM_IOCTL_SYNCOBJ_FD_TO_HANDLE",
+                    errno,
+                },
+            })?;
+        self.0.live_handles.fetch_add(1, Ordering::Relaxed);
+        Ok(Timeline(Arc::new(OwnedSyncobj {
+            device: self.clone(),
+            handle,
+        })))
+    }
+
+    fn create_syncobj(&self, signalled: bool) -> Result<syncobj::Handle> {
+        sys::count_foreign_ioctl();
+        let handle = self
+            .0
+            .node
+            .create_syncobj(signalled)
+            .map_err(|e| Error::io("DRM_IOCTL_SYNCOBJ_CREATE")(io_errno(&e)))?;
+        self.0.live_handles.fetch_add(1, Ordering::Relaxed);
+        Ok(handle)
+    }
+
+    fn destroy_syncobj(&self, handle: syncobj::Handle) {
+        sys::count_foreign_ioctl();
+        if let Err(e) = self.0.node.destroy_syncobj(handle) {
+            tracing::warn!("DRM_IOCTL_SYNCOBJ_DESTROY failed: {e}");
+        }
+        self.0.live_handles.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Blocks until any of `waits` (handle, point) is ready, or `deadline_ns` (absolute
+    /// CLOCK_MONOTONIC) passes; returns the index of the first ready one. Points with no fence
+    /// yet are waited for (WAIT_FOR_SUBMIT). Only for helper threads, never the loop thread.
+    pub(crate) fn wait_any(
+        &self,
+        handles: &[syncobj::Handle],
+        points: &[u64],
+        wait_for: WaitFor,
+        deadline_ns: i64,
+    ) -> Result<usize> {
+        sys::count_foreign_ioctl();
+        self.0
+            .node
+            .syncobj_timeline_wait(
+                handles,
+                points,
+                deadline_ns,
+                false,
+                true,
+                wait_for == WaitFor::Available,
+            )
+            .map(|first| first as usize)
+            .map_err(|e| Error::io("DRM_IOCTL_SYNCOBJ_TIMELINE_WAIT")(io_errno(&e)))
+    }
+
+    /// CPU-signals a binary syncobj.
+    pub(crate) fn signal_binary(&self, handle: syncobj::Handle) -> Result<()> {
+        sys::count_foreign_ioctl();
+        self.0
+            .node
+            .syncobj_signal(&[handle])
+            .map_err(|e| Error::io("DRM_IOCTL_SYNCOBJ_SIGNAL")(io_errno(&e)))
+    }
+}
+
+/// One timeline syncobj. Clones share it; the handle is closed when the last one drops (a
+/// waiter thread keeps its own clone, so a handle number is never reused under it).
+#[derive(Debug, Clone)]
+pub struct Timeline(Arc<OwnedSyncobj>);
+
+/// A syncobj handle, destroyed on drop.
+#[derive(Debug)]
+pub(crate) struct OwnedSyncobj {
+    device: SyncobjDevice,
+    handle: syncobj::Handle,
+}
+
+impl OwnedSyncobj {
+    pub(crate) fn new(device: &SyncobjDevice, signalled: bool) -> Result<OwnedSyncobj> {
+        Ok(OwnedSyncobj {
+            device: device.clone(),
+            handle: device.create_syncobj(signalled)?,
+        })
+    }
+
+    pub(crate) fn handle(&self) -> syncobj::Handle {
+        self.handle
+    }
+
+    pub(crate) fn device(&self) -> &SyncobjDevice {
+        &self.device
+    }
+}
+
+impl Drop for OwnedSyncobj {
+    fn drop(&mut self) {
+        self.device.destroy_syncobj(self.handle);
+    }
+}
+
+/// Point 0 is not a timeline point: on a timeline syncobj it means "replace the whole fence".
+fn check_point(point: u64) -> Result<()> {
+    if point == 0 {
+        return Err(Error::InvalidPoint {
+            point,
+            reason: "0 is not a timeline point",
+        });
+    }
+    Ok(())
+}
+
+impl Timeline {
+    /// The device it lives on.
+    pub fn device(&self) -> &SyncobjDevice {
+        &self.0.device
+    }
+
+    pub(crate) fn syncobj(&self) -> &OwnedSyncobj {
+        &self.0
+    }
+
+    /// A syncobj fd for this timeline, to hand to a client or another process.
+    pub fn export_fd(&self) -> Result<OwnedFd> {
+        sys::count_foreign_ioctl();
+        self.0
+            .device
+            .0
+            .node
+            .syncobj_to_fd(self.0.handle, false)
+            .map_err(|e| Error::io("DRM_IOCTL_SYNCOBJ_HANDLE_TO_FD")(io_errno(&e)))
+    }
+
+    /// Makes `point` signal when `fence` does (no CPU wait: the fence itself becomes the point).
+    pub fn import_sync_file(&self, point: u64, fence: &SyncFile) -> Result<()> {
+        check_point(point)?;
+        let node = &self.0.device.0.node;
+        let staging = self
+            .0
+            .device
+            .0
+            .staging
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        sys::drm_syncobj_import_sync_file(node.as_fd(), (*staging).into(), fence.as_fd()).map_err(
+            |e| match e {
+                Errno::INVAL | Errno::BADF
+                    if crate::error::file_kind(fence.as_fd())
+                        != crate::error::FileKind::SyncFile =>
+                {
+                    Error::NotASyncFile
+                }
+                e => Error::io("DRM_IOCTL_SYNCOBJ_FD_TO_HANDLE(IMPORT_SYNC_FILE)")(e),
+            },
+        )?;
+        sys::count_foreign_ioctl();
+        node.syncobj_timeline_transfer(*staging, self.0.handle, 0, point)
+            .map_err(|e| Error::io("DRM_IOCTL_SYNCOBJ_TRANSFER")(io_errno(&e)))
+    }
+
+    /// The fence of `point` as a sync_file. Fails with [`Error::PointNotSubmitted`] while the
+    /// point has no fence yet (wait for it with [`WaitFor::Available`] first).
+    pub fn export_sync_file(&self, point: u64) -> Result<SyncFile> {
+        check_point(point)?;
+        let node = &self.0.device.0.node;
+        let staging = self
+            .0
+            .device
+            .0
+            .staging
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        sys::count_foreign_ioctl();
+        node.syncobj_timeline_transfer(self.0.handle, *staging, point, 0)
+            .map_err(|e| match io_errno(&e) {
+                Errno::INVAL => Error::PointNotSubmitted { point },
+                errno => Error::Io {
+                    op: "DRM_IOCTL_SYNCOBJ_TRANSFER",
+                    errno,
+                },
+            })?;
+        sys::count_foreign_ioctl();
+        node.syncobj_to_fd(*staging, true)
+            .map(SyncFile::from_kernel)
+            .map_err(|e| {
+                Error::io("DRM_IOCTL_SYNCOBJ_HANDLE_TO_FD(EXPORT_SYNC_FILE)")(io_errno(&e))
+            })
+    }
+
+    /// Signals `point` from the CPU.
+    pub fn signal(&self, point: u64) -> Result<()> {
+        check_point(point)?;
+        sys::count_foreign_ioctl();
+        self.0
+            .device
+            .0
+            .node
+            .syncobj_timeline_signal(&[self.0.handle], &[point])
+            .map_err(|e| Error::io("DRM_IOCTL_SYNCOBJ_TIMELINE_SIGNAL")(io_errno(&e)))
+    }
+
+    /// The highest point signalled so far (0 for none).
+    pub fn signalled_point(&self) -> Result<u64> {
+        let mut value = [0u64];
+        sys::count_foreign_ioctl();
+        self.0
+            .device
+            .0
+            .node
+            .syncobj_timeline_query(&[self.0.handle], &mut value, false)
+            .map_err(|e| Error::io("DRM_IOCTL_SYNCOBJ_QUERY")(io_errno(&e)))?;
+        Ok(value[0])
+    }
+
+    /// Whether `point` has signalled; never blocks.
+    pub fn is_signalled(&self, point: u64) -> Result<bool> {
+        check_point(point)?;
+        Ok(self.signalled_point()? >= point)
+    }
+
+    /// Asks the kernel to signal `eventfd` once `point` is ready (`SYNCOBJ_EVENTFD`).
+    pub fn register_eventfd(
+        &self,
+        point: u64,
+        eventfd: BorrowedFd<'_>,
+        wait_for: WaitFor,
+    ) -> Result<()> {
+        check_point(point)?;
+        if !self.0.device.supports_eventfd() {
+            return Err(Error::Unsupported {
+                what: "DRM_IOCTL_SYNCOBJ_EVENTFD",
+                errno: Errno::INVAL,
+            });
+        }
+        sys::count_foreign_ioctl();
+        self.0
+            .device
+            .0
+            .node
+            .syncobj_eventfd(
+                self.0.handle,
+                point,
+                eventfd,
+                wait_for == WaitFor::Available,
+            )
+            .map_err(|e| Error::io("DRM_IOCTL_SYNCOBJ_EVENTFD")(io_errno(&e)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn point_zero_is_refused() {
+        assert!(matches!(
+            check_point(0),
+            Err(Error::InvalidPoint { point: 0, .. })
+        ));
+        assert!(check_point(1).is_ok());
+        assert!(check_point(u64::MAX).is_ok());
+    }
+}
