@@ -1,0 +1,92 @@
+//! Host packages the harness and the build need, installed with the machine's apt when missing.
+//!
+//! A fresh CI machine has none of them, and nothing installed by hand survives a change of
+//! machine: the harness installs what it uses itself. Checks go through the package database
+//! (`dpkg-query`), which is cheap enough to do on every run.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::{bail, Result};
+
+use crate::cmd;
+
+/// What booting the VM needs: qemu; a *static* busybox (it runs in the initramfs, where there
+/// is no libc); xz and zstd to decompress kernel modules (Debian ships `.ko.xz`, newer
+/// kernels may ship `.ko.zst`); strace, so a test can be traced inside the guest, which runs
+/// the host's own programs. dpkg-deb and apt-get come with every Debian system.
+pub const HOST_TOOLS: &[&str] = &[
+    "qemu-system-x86",
+    "busybox-static",
+    "xz-utils",
+    "zstd",
+    "strace",
+];
+
+/// `-dev` packages of the C libraries that the workspace's `-sys` crates build against.
+pub const BUILD_DEPS: &[&str] = &[
+    "pkg-config",
+    "libxkbcommon-dev",
+    "libpixman-1-dev",
+    "libwayland-dev",
+];
+
+/// Installs whichever of `packages` are not installed. Needs root only when something is
+/// missing.
+pub fn ensure(packages: &[&str]) -> Result<()> {
+    let missing = missing(packages)?;
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if !is_root()? {
+        bail!(
+            "missing host packages: {}; install them as root: apt-get install {}",
+            missing.join(" "),
+            missing.join(" ")
+        );
+    }
+    println!("installing host packages: {}", missing.join(" "));
+    install(&missing)
+}
+
+/// Installs or upgrades `packages` from the machine's own apt sources.
+pub fn install(packages: &[&str]) -> Result<()> {
+    // The machine's lists may be absent (a fresh image) or old; one update per run is enough.
+    static UPDATED: AtomicBool = AtomicBool::new(false);
+    if !UPDATED.swap(true, Ordering::Relaxed) {
+        cmd::run(Command::new("apt-get").args(["update", "-q"]))?;
+    }
+    cmd::run(
+        Command::new("apt-get")
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .args(["install", "-y", "-q", "--no-install-recommends"])
+            .args(packages),
+    )
+}
+
+fn missing<'a>(packages: &[&'a str]) -> Result<Vec<&'a str>> {
+    // dpkg-query exits non-zero when it has never heard of a package, but still prints the
+    // ones it knows: read its stdout whatever the status.
+    let out = Command::new("dpkg-query")
+        .args(["-W", "-f=${Package} ${Status}\\n"])
+        .args(packages)
+        .stderr(std::process::Stdio::null())
+        .output()?;
+    let installed: BTreeSet<&str> = std::str::from_utf8(&out.stdout)?
+        .lines()
+        .filter_map(|l| l.strip_suffix(" install ok installed"))
+        .collect();
+    Ok(packages
+        .iter()
+        .copied()
+        .filter(|p| !installed.contains(p))
+        .collect())
+}
+
+fn is_root() -> Result<bool> {
+    // /proc/self belongs to the process's effective user.
+    Ok(fs::metadata("/proc/self")?.uid() == 0)
+}

@@ -1,0 +1,525 @@
+//! `cargo xtask test`: every check the project has, as CI runs it.
+//!
+//! Lints, host tests, then the kernel tests booted on each kernel of the matrix. A step that
+//! fails does not stop the others: the run reports all it can, then one summary line per
+//! kernel, one for the host and a total, which is the last line printed. A kernel whose suite
+//! did not run (no VM, no `test result:` line) counts as failed, so that CI can never pass
+//! with the kernel tests quietly skipped.
+
+use std::collections::BTreeMap;
+use std::env;
+use std::ffi::OsString;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use anyhow::{anyhow, bail, Context, Result};
+
+use crate::kernels::{self, Fetcher, Kernel, Suite};
+use crate::vm::{self, VmEnd, VmRun};
+use crate::{apt, cmd};
+
+/// Written by a kernel test that cannot run on this kernel (`fencebridge-skip: <test>:
+/// <reason>`), straight to stderr so that libtest's capture does not swallow it. libtest
+/// counts such a test as passed; the summary counts it as skipped.
+const SKIP_MARKER: &str = "fencebridge-skip: ";
+
+/// Which parts of the run to do; CI does all of them.
+pub struct Options {
+    /// Kernels to test (`6.12`, `trixie-backports`...); all of them if empty.
+    pub kernels: Vec<String>,
+    pub lint: bool,
+    pub host: bool,
+    pub vm: bool,
+}
+
+/// Runs the suite and prints the summary; false if anything failed or did not run.
+pub fn run(workspace: &Path, options: &Options) -> Result<bool> {
+    let suites = if options.vm {
+        kernels::select(&options.kernels)?
+    } else {
+        Vec::new()
+    };
+    let cargo = Cargo::new(workspace);
+    let mut report = Report::default();
+
+    step("host packages");
+    let mut packages = apt::BUILD_DEPS.to_vec();
+    if options.vm {
+        packages.extend(apt::HOST_TOOLS);
+    }
+    report.check("host packages", apt::ensure(&packages));
+    let kernels = if suites.is_empty() {
+        Vec::new()
+    } else {
+        step("kernels");
+        fetch_kernels(&suites)
+    };
+    if options.lint {
+        lint(&cargo, &mut report);
+    }
+    if options.host {
+        step("host tests");
+        report.host = Some(host_tests(&cargo));
+    }
+    if !kernels.is_empty() {
+        report.kernels = vm_tests(&cargo, workspace, kernels);
+    }
+    report.print();
+    Ok(report.success())
+}
+
+fn step(name: &str) {
+    println!("==> {name}");
+}
+
+/// Cargo commands in the workspace, run with the cargo that runs xtask.
+struct Cargo<'a> {
+    program: OsString,
+    workspace: &'a Path,
+}
+
+impl<'a> Cargo<'a> {
+    fn new(workspace: &'a Path) -> Self {
+        let program = env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo"));
+        Self { program, workspace }
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(&self.program);
+        cmd.current_dir(self.workspace).args(args);
+        cmd
+    }
+}
+
+/// The kernels of `suites`, each labelled by its release (or its suite, if it could not be
+/// fetched).
+fn fetch_kernels(suites: &[&Suite]) -> Vec<(String, Result<Kernel>)> {
+    let started = Instant::now();
+    let kernels = match Fetcher::new() {
+        Ok(mut fetcher) => suites
+            .iter()
+            .map(|suite| match fetcher.fetch(suite) {
+                Ok(kernel) => (kernel.release.clone(), Ok(kernel)),
+                Err(err) => (
+                    suite.name.to_owned(),
+                    Err(err.context("fetching the kernel failed")),
+                ),
+            })
+            .collect(),
+        Err(err) => {
+            let why = format!("{err:#}");
+            suites
+                .iter()
+                .map(|suite| (suite.name.to_owned(), Err(anyhow!("{why}"))))
+                .collect()
+        }
+    };
+    println!("kernels ready in {:.1} s", started.elapsed().as_secs_f64());
+    kernels
+}
+
+/// rustfmt and clippy, as cargo arguments.
+const LINTS: [&str; 3] = [
+    "fmt --all -- --check",
+    "clippy --workspace --all-targets --all-features -- -D warnings",
+    // The kernel tests are not a default test target, so --all-targets skips them.
+    "clippy --test kernel -- -D warnings",
+];
+
+fn lint(cargo: &Cargo, report: &mut Report) {
+    for lint in LINTS {
+        let name = format!("cargo {lint}");
+        step(&name);
+        let args: Vec<&str> = lint.split_whitespace().collect();
+        report.check(&name, cmd::run(&mut cargo.command(&args)));
+    }
+}
+
+/// Runs the host tests, showing their output as it comes.
+fn host_tests(cargo: &Cargo) -> Verdict {
+    let run = || -> Result<Verdict> {
+        let mut cargo_test = cargo.command(&["test", "--workspace", "--all-features"]);
+        let mut child = cargo_test
+            .stdout(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("cannot start `{}`", cmd::display(&cargo_test)))?;
+        let output = cmd::tee(child.stdout.take().context("cargo's stdout")?, true, None)?;
+        Ok(Verdict::of(&output, child.wait()?.success()))
+    };
+    run().unwrap_or_else(|err| Verdict::DidNotRun(format!("{err:#}")))
+}
+
+/// Builds the kernel tests and runs them on each kernel; logs go to target/xtask.
+fn vm_tests(
+    cargo: &Cargo,
+    workspace: &Path,
+    kernels: Vec<(String, Result<Kernel>)>,
+) -> Vec<(String, Verdict)> {
+    step("building the kernel tests");
+    let suite = kernel_suite(cargo);
+    if let Err(err) = &suite {
+        println!("{err:#}");
+    }
+    kernels
+        .into_iter()
+        .map(|(label, kernel)| {
+            let verdict = match (&suite, kernel) {
+                (Err(_), _) => Verdict::DidNotRun("the kernel tests did not build".to_owned()),
+                (_, Err(err)) => Verdict::DidNotRun(format!("{err:#}")),
+                (Ok(exe), Ok(kernel)) => {
+                    step(&format!("kernel tests on {label}"));
+                    let log = workspace.join(format!("target/xtask/vm-{label}.log"));
+                    kernel_tests(&kernel, exe, workspace, log)
+                        .unwrap_or_else(|err| Verdict::DidNotRun(format!("{err:#}")))
+                }
+            };
+            (label, verdict)
+        })
+        .collect()
+}
+
+/// Builds the kernel tests (and the `fencebridge` binary they run) and returns the test
+/// executable.
+fn kernel_suite(cargo: &Cargo) -> Result<PathBuf> {
+    // json-render-diagnostics: cargo's messages on stdout, compiler errors readable on stderr
+    let messages = cmd::output(&mut cargo.command(&[
+        "test",
+        "--test",
+        "kernel",
+        "--no-run",
+        "--message-format=json-render-diagnostics",
+    ]))?;
+    test_executable(&messages, "kernel")
+}
+
+/// The executable of the test target `target` in cargo's JSON messages.
+fn test_executable(messages: &str, target: &str) -> Result<PathBuf> {
+    for line in messages.lines() {
+        let Ok(message) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        if message["reason"] == "compiler-artifact"
+            && message["target"]["name"] == target
+            && message["profile"]["test"] == true
+        {
+            if let Some(exe) = message["executable"].as_str() {
+                return Ok(PathBuf::from(exe));
+            }
+        }
+    }
+    bail!("cargo built no test executable for `{target}`")
+}
+
+/// Boots `kernel` and runs the kernel tests in it, one at a time (they share the devices).
+fn kernel_tests(kernel: &Kernel, exe: &Path, workspace: &Path, log: PathBuf) -> Result<Verdict> {
+    let mut run = VmRun::new(exe)?;
+    run.args = vec!["--test-threads=1".to_owned()];
+    run.cwd = workspace.to_owned();
+    run.env.insert("FENCEBRIDGE_VM".to_owned(), "1".to_owned());
+    run.env.insert("RUST_BACKTRACE".to_owned(), "1".to_owned());
+    // as `cargo test` would set it, for tests that find their data through it
+    run.env.insert(
+        "CARGO_MANIFEST_DIR".to_owned(),
+        workspace.display().to_string(),
+    );
+    run.log = Some(log.clone());
+    let outcome = vm::run(kernel, &run)?;
+    println!(
+        "{}: VM ran for {:.1} s, log in {}",
+        kernel.release,
+        outcome.elapsed.as_secs_f64(),
+        log.display()
+    );
+    Ok(match outcome.end {
+        VmEnd::Exited(status) => Verdict::of(&outcome.log, status == 0),
+        VmEnd::TimedOut => Verdict::DidNotRun(format!(
+            "the VM timed out after {} s",
+            run.timeout.as_secs()
+        )),
+        VmEnd::NoMarker => Verdict::DidNotRun("the VM stopped before the tests ended".to_owned()),
+    })
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Counts {
+    passed: u64,
+    failed: u64,
+    skipped: u64,
+}
+
+impl std::ops::AddAssign for Counts {
+    fn add_assign(&mut self, other: Self) {
+        self.passed += other.passed;
+        self.failed += other.failed;
+        self.skipped += other.skipped;
+    }
+}
+
+impl fmt::Display for Counts {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        let Self {
+            passed,
+            failed,
+            skipped,
+        } = self;
+        write!(f, "{passed} passed, {failed} failed, {skipped} skipped")
+    }
+}
+
+/// What the tests of one place (the host, or a kernel) came to.
+#[derive(Debug, PartialEq, Eq)]
+enum Verdict {
+    Ran {
+        counts: Counts,
+        /// Tests that skipped themselves: (test, reason).
+        skips: BTreeMap<String, String>,
+    },
+    DidNotRun(String),
+}
+
+impl Verdict {
+    /// Reads libtest's output: the sum of its `test result:` lines (one per test binary and
+    /// doctest run) less the tests that reported a skip. `success` is the exit status; a failed
+    /// run that reports no failed test (a test binary that crashed) counts one failure, so that
+    /// the total never reads clean for a run that was not.
+    fn of(output: &str, success: bool) -> Self {
+        let mut counts = None;
+        let mut skips = BTreeMap::new();
+        for line in output.lines() {
+            let line = strip_ansi(line);
+            if let Some(result) = parse_result(&line) {
+                *counts.get_or_insert_with(Counts::default) += result;
+            }
+            if let Some((test, reason)) = parse_skip(&line) {
+                skips.insert(test.to_owned(), reason.to_owned());
+            }
+        }
+        let Some(mut counts) = counts else {
+            return Self::DidNotRun("no `test result:` line".to_owned());
+        };
+        let skipped = skips.len() as u64;
+        counts.passed = counts.passed.saturating_sub(skipped);
+        counts.skipped += skipped;
+        if !success && counts.failed == 0 {
+            counts.failed = 1;
+        }
+        Self::Ran { counts, skips }
+    }
+
+    /// The counts for the total: a suite that did not run is one failure.
+    fn counts(&self) -> Counts {
+        match self {
+            Self::Ran { counts, .. } => *counts,
+            Self::DidNotRun(_) => Counts {
+                failed: 1,
+                ..Counts::default()
+            },
+        }
+    }
+}
+
+impl fmt::Display for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        match self {
+            Self::Ran { counts, .. } => write!(f, "{counts}"),
+            Self::DidNotRun(why) => write!(f, "FAILED, suite did not run ({why})"),
+        }
+    }
+}
+
+/// The counts in a libtest summary line: `test result: ok. 20 passed; 0 failed; 1 ignored;
+/// 0 measured; 0 filtered out; finished in 0.01s`. Ignored tests count as skipped.
+fn parse_result(line: &str) -> Option<Counts> {
+    const PREFIX: &str = "test result: ";
+    let rest = &line[line.find(PREFIX)? + PREFIX.len()..];
+    let (_, fields) = rest.split_once(". ")?;
+    let mut counts = Counts::default();
+    for field in fields.split("; ") {
+        let Some((number, what)) = field.trim().split_once(' ') else {
+            continue;
+        };
+        let Ok(number) = number.parse() else {
+            continue;
+        };
+        match what {
+            "passed" => counts.passed = number,
+            "failed" => counts.failed = number,
+            "ignored" => counts.skipped = number,
+            _ => {}
+        }
+    }
+    Some(counts)
+}
+
+/// The test and reason of a skip marker. The marker may follow libtest's `test name ... ` on
+/// the same line, since libtest prints the result only when the test ends.
+fn parse_skip(line: &str) -> Option<(&str, &str)> {
+    let rest = &line[line.find(SKIP_MARKER)? + SKIP_MARKER.len()..];
+    let (test, reason) = rest.split_once(": ").unwrap_or((rest, ""));
+    Some((test.trim(), reason.trim()))
+}
+
+/// `line` without terminal escape sequences (libtest colours its words on a terminal, and the
+/// guest's console is one).
+fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            if chars.next() == Some('[') {
+                // parameters and intermediates, up to the final byte
+                for c in chars.by_ref() {
+                    if ('@'..='~').contains(&c) {
+                        break;
+                    }
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[derive(Default)]
+struct Report {
+    /// Steps that failed outright, with why.
+    failed_steps: Vec<(String, String)>,
+    kernels: Vec<(String, Verdict)>,
+    host: Option<Verdict>,
+}
+
+impl Report {
+    fn check(&mut self, step: &str, result: Result<()>) {
+        if let Err(err) = result {
+            println!("{step} failed: {err:#}");
+            self.failed_steps
+                .push((step.to_owned(), format!("{err:#}")));
+        }
+    }
+
+    fn verdicts(&self) -> impl Iterator<Item = &Verdict> {
+        self.kernels.iter().map(|(_, v)| v).chain(&self.host)
+    }
+
+    fn total(&self) -> Counts {
+        let mut total = Counts {
+            failed: self.failed_steps.len() as u64,
+            ..Counts::default()
+        };
+        for verdict in self.verdicts() {
+            total += verdict.counts();
+        }
+        total
+    }
+
+    fn success(&self) -> bool {
+        self.total().failed == 0
+    }
+
+    fn print(&self) {
+        println!();
+        for (label, verdict) in &self.kernels {
+            if let Verdict::Ran { skips, .. } = verdict {
+                for (test, reason) in skips {
+                    println!("skipped on {label}: {test}: {reason}");
+                }
+            }
+        }
+        for (step, why) in &self.failed_steps {
+            println!("step failed: {step}: {why}");
+        }
+        for (label, verdict) in &self.kernels {
+            println!("kernel {label}: {verdict}");
+        }
+        if let Some(host) = &self.host {
+            println!("host: {host}");
+        }
+        println!("total: {}", self.total());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn counts(passed: u64, failed: u64, skipped: u64) -> Counts {
+        Counts {
+            passed,
+            failed,
+            skipped,
+        }
+    }
+
+    #[test]
+    fn results_of_all_binaries_and_doctests_add_up() {
+        let output = "running 3 tests\n\
+            test result: ok. 3 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; finished in 0.00s\n\
+            test result: FAILED. 2 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out; finished in 1.20s\n\
+            \x1b[0mtest result: \x1b[32mok\x1b[0m. 4 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out\n";
+        let Verdict::Ran { counts: c, .. } = Verdict::of(output, false) else {
+            panic!("no counts");
+        };
+        assert_eq!(c, counts(9, 1, 1));
+    }
+
+    #[test]
+    fn skip_markers_move_passed_tests_to_skipped() {
+        let output = "test syncobj::timeline ... fencebridge-skip: syncobj::timeline: no syncobj on 6.1\nok\n\
+            test udmabuf::create ... fencebridge-skip: udmabuf::create: no /dev/udmabuf\n\
+            fencebridge-skip: udmabuf::create: said twice\nok\n\
+            test result: ok. 5 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 3.00s\n";
+        let Verdict::Ran { counts: c, skips } = Verdict::of(output, true) else {
+            panic!("no counts");
+        };
+        assert_eq!(c, counts(3, 0, 2));
+        assert_eq!(skips["syncobj::timeline"], "no syncobj on 6.1");
+    }
+
+    #[test]
+    fn no_result_line_means_the_suite_did_not_run() {
+        let verdict = Verdict::of("KHARNESS: kernel 6.1.0-50-amd64\nKHARNESS_EXIT=0\n", true);
+        assert!(matches!(verdict, Verdict::DidNotRun(_)));
+        assert_eq!(verdict.counts(), counts(0, 1, 0));
+    }
+
+    #[test]
+    fn a_failed_exit_without_failed_tests_is_a_failure() {
+        let output = "test result: ok. 2 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out\n";
+        assert_eq!(Verdict::of(output, false).counts(), counts(2, 1, 0));
+    }
+
+    #[test]
+    fn summary_lines_have_the_plain_format() {
+        assert_eq!(
+            counts(121, 0, 4).to_string(),
+            "121 passed, 0 failed, 4 skipped"
+        );
+        let mut report = Report::default();
+        report.kernels.push((
+            "7.2.12+deb13-amd64".to_owned(),
+            Verdict::DidNotRun("the VM timed out after 300 s".to_owned()),
+        ));
+        report.host = Some(Verdict::of(
+            "test result: ok. 20 passed; 0 failed; 0 ignored\n",
+            true,
+        ));
+        report.check("cargo fmt", Err(anyhow!("diff")));
+        assert_eq!(report.total(), counts(20, 2, 0));
+        assert!(!report.success());
+    }
+
+    #[test]
+    fn the_test_executable_is_found_in_cargo_messages() {
+        let messages = r#"{"reason":"compiler-artifact","target":{"name":"fencebridge"},"profile":{"test":false},"executable":"/t/debug/fencebridge"}
+{"reason":"compiler-artifact","target":{"name":"kernel"},"profile":{"test":true},"executable":"/t/debug/deps/kernel-0123"}
+{"reason":"build-finished","success":true}"#;
+        assert_eq!(
+            test_executable(messages, "kernel").unwrap(),
+            Path::new("/t/debug/deps/kernel-0123")
+        );
+        assert!(test_executable(messages, "other").is_err());
+    }
+}
