@@ -2,23 +2,13 @@
 
 use std::os::fd::AsFd;
 
-use fencebridge::fence::{dmabuf, Access, FenceState, StubSignature, SyncFile};
+use fencebridge::fence::{dmabuf, Access, FenceState, StubSignature};
 use rustix::event::PollFlags;
 
-use crate::support::{kernel, polls_ready, signalled, vgem};
+use crate::support::{kernel, pending_fence, polls_ready, signalled, vgem};
 
 fn export(fd: std::os::fd::BorrowedFd<'_>, access: Access) -> dmabuf::Snapshot {
     dmabuf::export(&[fd], access, &StubSignature::calibrate()).expect("export")
-}
-
-/// A pending write fence from a second buffer, as a sync_file (to import elsewhere).
-fn foreign_pending_fence(
-    vgem: &fencebridge::producer::Vgem,
-) -> (fencebridge::producer::VgemFence, SyncFile) {
-    let other = vgem.create_buffer(16, 16).unwrap();
-    let fence = other.attach_fence(true).unwrap();
-    let sync_file = export(other.dmabuf(), Access::Read).fence.expect("pending");
-    (fence, sync_file)
 }
 
 #[test]
@@ -77,8 +67,8 @@ fn export_waits_for_all_earlier_fences() {
     kernel();
     let vgem = vgem();
     let buf = vgem.create_buffer(16, 16).unwrap();
-    let (f1, s1) = foreign_pending_fence(&vgem);
-    let (f2, s2) = foreign_pending_fence(&vgem);
+    let (f1, s1) = pending_fence(&vgem);
+    let (f2, s2) = pending_fence(&vgem);
     dmabuf::import(&[buf.dmabuf()], &s1, Access::Write).unwrap();
     dmabuf::import(&[buf.dmabuf()], &s2, Access::Write).unwrap();
     let snap = export(buf.dmabuf(), Access::Read).fence.unwrap();
@@ -95,7 +85,7 @@ fn export_is_a_snapshot_that_ignores_later_fences() {
     let buf = vgem.create_buffer(16, 16).unwrap();
     let early = buf.attach_fence(true).unwrap();
     let snap = export(buf.dmabuf(), Access::Read).fence.unwrap();
-    let (late, late_file) = foreign_pending_fence(&vgem);
+    let (late, late_file) = pending_fence(&vgem);
     dmabuf::import(&[buf.dmabuf()], &late_file, Access::Write).unwrap();
     early.signal().unwrap();
     assert!(
@@ -113,7 +103,7 @@ fn export_is_a_snapshot_that_ignores_later_fences() {
 fn import_sets_the_right_busy_state() {
     kernel();
     let vgem = vgem();
-    let (wf, write_fence) = foreign_pending_fence(&vgem);
+    let (wf, write_fence) = pending_fence(&vgem);
     let buf = vgem.create_buffer(16, 16).unwrap();
     dmabuf::import(&[buf.dmabuf()], &write_fence, Access::Write).unwrap();
     assert!(
@@ -124,7 +114,7 @@ fn import_sets_the_right_busy_state() {
     wf.signal().unwrap();
     assert!(polls_ready(buf.dmabuf(), PollFlags::IN | PollFlags::OUT));
 
-    let (rf, read_fence) = foreign_pending_fence(&vgem);
+    let (rf, read_fence) = pending_fence(&vgem);
     let buf = vgem.create_buffer(16, 16).unwrap();
     dmabuf::import(&[buf.dmabuf()], &read_fence, Access::Read).unwrap();
     assert!(
@@ -163,7 +153,7 @@ fn planes_sharing_a_dmabuf_are_exported_once_and_merged() {
     assert!(signalled(&merged));
 
     // Importing onto the three planes publishes once per distinct dma-buf.
-    let (f, fence) = foreign_pending_fence(&vgem);
+    let (f, fence) = pending_fence(&vgem);
     let before = fencebridge::sys::ioctl_count();
     dmabuf::import(&planes, &fence, Access::Write).unwrap();
     assert_eq!(fencebridge::sys::ioctl_count() - before, 2);

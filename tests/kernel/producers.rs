@@ -4,7 +4,7 @@ use fencebridge::fence::{dmabuf, Access, FenceState, StubSignature};
 use fencebridge::producer;
 use std::os::fd::AsFd;
 
-use crate::support::{kernel, signalled, skip, vgem};
+use crate::support::{kernel, pending_fence, signalled, skip, vgem};
 
 fn check_exporter(name: &str, buf: std::os::fd::OwnedFd) {
     let sig = StubSignature::calibrate();
@@ -16,12 +16,7 @@ fn check_exporter(name: &str, buf: std::os::fd::OwnedFd) {
         "{name}"
     );
     // A pending vgem fence published onto it makes its readers wait.
-    let other = vgem().create_buffer(16, 16).unwrap();
-    let f = other.attach_fence(true).unwrap();
-    let fence = dmabuf::export(&[other.dmabuf()], Access::Read, &sig)
-        .unwrap()
-        .fence
-        .unwrap();
+    let (f, fence) = pending_fence(&vgem());
     dmabuf::import(&[buf.as_fd()], &fence, Access::Write).unwrap();
     let snap = dmabuf::export(&[buf.as_fd()], Access::Read, &sig).unwrap();
     assert_eq!(snap.state, FenceState::Pending, "{name}");

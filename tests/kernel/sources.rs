@@ -2,21 +2,17 @@
 
 use std::time::{Duration, Instant};
 
-use fencebridge::fence::{dmabuf, Access, StubSignature};
 use fencebridge::source::{PointWait, SyncFileSource, WaitMethod};
 use fencebridge::timeline::WaitFor;
 
-use crate::support::{dispatch_until, kernel, open_fds, timeline_device, vgem, QUIET, WAKE};
+use crate::support::{
+    dispatch_until, kernel, open_fds, pending_fence, timeline_device, vgem, QUIET, WAKE,
+};
 
 #[test]
 fn sync_file_source_fires_once_after_the_signal() {
     kernel();
-    let buf = vgem().create_buffer(16, 16).unwrap();
-    let f = buf.attach_fence(true).unwrap();
-    let fence = dmabuf::export(&[buf.dmabuf()], Access::Read, &StubSignature::names_only())
-        .unwrap()
-        .fence
-        .unwrap();
+    let (f, fence) = pending_fence(&vgem());
     let mut event_loop = calloop::EventLoop::<u32>::try_new().unwrap();
     event_loop
         .handle()
@@ -63,12 +59,7 @@ fn point_source_fires_only_after_the_signal(method: WaitMethod, test: &str) {
         !dispatch_until(&mut event_loop, &mut fired, QUIET, |n| *n > 0),
         "fired with no fence"
     );
-    let buf = vgem().create_buffer(16, 16).unwrap();
-    let f = buf.attach_fence(true).unwrap();
-    let fence = dmabuf::export(&[buf.dmabuf()], Access::Read, &StubSignature::names_only())
-        .unwrap()
-        .fence
-        .unwrap();
+    let (f, fence) = pending_fence(&vgem());
     timeline.import_sync_file(1, &fence).unwrap();
     assert!(
         !dispatch_until(&mut event_loop, &mut fired, QUIET, |n| *n > 0),
@@ -122,12 +113,7 @@ fn available_fires_once_a_fence_is_attached() {
             !dispatch_until(&mut event_loop, &mut fired, QUIET, |f| *f),
             "{method:?}: no fence yet"
         );
-        let buf = vgem().create_buffer(16, 16).unwrap();
-        let f = buf.attach_fence(true).unwrap();
-        let fence = dmabuf::export(&[buf.dmabuf()], Access::Read, &StubSignature::names_only())
-            .unwrap()
-            .fence
-            .unwrap();
+        let (f, fence) = pending_fence(&vgem());
         timeline.import_sync_file(1, &fence).unwrap();
         assert!(
             dispatch_until(&mut event_loop, &mut fired, WAKE, |f| *f),

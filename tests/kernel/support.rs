@@ -66,6 +66,20 @@ pub fn vgem() -> Vgem {
     Vgem::open().expect("vgem is loaded in the VM")
 }
 
+/// A pending write fence, as a sync_file, from a fresh vgem buffer (signal it with the first
+/// half; the buffer itself is no longer needed: the fence lives on).
+pub fn pending_fence(vgem: &Vgem) -> (fencebridge::producer::VgemFence, SyncFile) {
+    let buf = vgem.create_buffer(16, 16).unwrap();
+    let fence = buf.attach_fence(true).unwrap();
+    let snapshot = fencebridge::fence::dmabuf::export(
+        &[buf.dmabuf()],
+        fencebridge::fence::Access::Read,
+        &fencebridge::fence::StubSignature::names_only(),
+    )
+    .unwrap();
+    (fence, snapshot.fence.expect("a pending fence"))
+}
+
 /// Open fds of this process.
 pub fn open_fds() -> usize {
     std::fs::read_dir("/proc/self/fd")

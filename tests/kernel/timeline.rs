@@ -1,9 +1,8 @@
 //! Syncobj timelines on virtio_gpu: sync_file in and out of points, CPU signal, query, sharing.
 
-use fencebridge::fence::{dmabuf, Access, StubSignature};
 use fencebridge::Error;
 
-use crate::support::{signalled, timeline_device, vgem};
+use crate::support::{pending_fence, signalled, timeline_device, vgem};
 
 #[test]
 fn sync_file_into_a_point_and_back() {
@@ -11,12 +10,7 @@ fn sync_file_into_a_point_and_back() {
         return;
     };
     let timeline = device.create_timeline().unwrap();
-    let buf = vgem().create_buffer(16, 16).unwrap();
-    let f = buf.attach_fence(true).unwrap();
-    let fence = dmabuf::export(&[buf.dmabuf()], Access::Read, &StubSignature::names_only())
-        .unwrap()
-        .fence
-        .unwrap();
+    let (f, fence) = pending_fence(&vgem());
     timeline.import_sync_file(3, &fence).unwrap();
     assert!(!timeline.is_signalled(3).unwrap());
     let back = timeline.export_sync_file(3).unwrap();
