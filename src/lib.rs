@@ -30,6 +30,7 @@
 #![warn(missing_docs)]
 #![deny(clippy::undocumented_unsafe_blocks)]
 
+pub mod bridge;
 pub mod caps;
 pub mod device;
 mod error;

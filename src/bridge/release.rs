@@ -1,0 +1,726 @@
+//! The books that guarantee a client always gets its buffer back: per surface, the buffer the
+//! compositor holds and what it owes for it (a release point to signal, a `wl_buffer.release`
+//! to send), discharged exactly once whatever happens — a new commit, the surface's death, the
+//! client's disconnection. A release point never signalled stalls the client forever
+//! (DESIGN.md §4); one signalled twice, or too early, lets it overwrite what is being shown.
+//!
+//! Deferral is carried by the actions, not by the books: an obligation is discharged when the
+//! buffer leaves the surface, as an action that says which read fence to wait for first
+//! (`after`). The smithay layer executes it when that fence signals (a
+//! [`crate::source::SyncFileSource`]), or at once when there is none. So nothing lingers here
+//! after the buffer is replaced.
+//!
+//! What the tracker needs from the smithay layer:
+//! - [`ReleaseEvent::Committed`] when a commit *applies* (after the plan's acquire wait), with
+//!   the plan's [`Release`];
+//! - [`ReleaseEvent::Read`] after every render pass (frame, output, capture) that read the
+//!   surface's buffer, with the fence that pass ends with — a fence that also covers the
+//!   earlier passes, as one in-order GPU queue gives (merge them otherwise) — and before the
+//!   next commit is fed;
+//! - no reads of a buffer after it is replaced (close animations read a copy);
+//! - [`ReleaseEvent::SurfaceDestroyed`] / [`ReleaseEvent::ClientDisconnected`].
+//!
+//! # How to use
+//! ```no_run
+//! use fencebridge::bridge::plan::Release;
+//! use fencebridge::bridge::release::{Attach, ReleaseAction, ReleaseEvent, ReleaseTracker};
+//! use fencebridge::bridge::{BufferId, FenceId};
+//! # fn execute(_: ReleaseAction) {}
+//! let mut tracker = ReleaseTracker::new(); // per surface
+//! let a = BufferId(1);
+//! let release = Release::WhenReadsDone;
+//! let commit = ReleaseEvent::Committed { attach: Attach::Buffer(a), release };
+//! tracker.handle(commit).into_iter().for_each(execute);
+//! let frame = ReleaseEvent::Read { buffer: a, fence: Some(FenceId(9)) };
+//! tracker.handle(frame).into_iter().for_each(execute);
+//! let actions = tracker.handle(ReleaseEvent::Committed {
+//!     attach: Attach::Null,
+//!     release: Release::Nothing,
+//! });
+//! assert_eq!(actions, [ReleaseAction::SendBufferRelease { buffer: a, after: Some(FenceId(9)) }]);
+//! ```
+
+use super::plan::Release;
+use super::{BufferId, FenceId, TimelinePoint};
+
+/// What a commit did to the surface's buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Attach {
+    /// No attach: the current buffer stays.
+    Keep,
+    /// A null attach: the surface has no buffer any more.
+    Null,
+    /// This buffer replaces the current one (or is attached again).
+    Buffer(BufferId),
+}
+
+/// What happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ReleaseEvent {
+    /// A commit applied, with the plan's release decision.
+    Committed {
+        /// What it attached.
+        attach: Attach,
+        /// How to give the buffer back ([`super::plan::CommitPlan::release`]).
+        release: Release,
+    },
+    /// A render pass read `buffer`; its reads are done when `fence` signals (`None`: done
+    /// already, as after a CPU copy).
+    Read {
+        /// The buffer read.
+        buffer: BufferId,
+        /// The pass's read fence.
+        fence: Option<FenceId>,
+    },
+    /// The `wl_surface` was destroyed.
+    SurfaceDestroyed,
+    /// The client is gone, with all its objects.
+    ClientDisconnected,
+}
+
+/// What to do to discharge an obligation. `after`: wait for this read fence first; `None`: now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ReleaseAction {
+    /// Signal the client's release point.
+    SignalReleasePoint {
+        /// The point.
+        point: TimelinePoint,
+        /// The read fence to wait for first.
+        after: Option<FenceId>,
+    },
+    /// Send `wl_buffer.release`.
+    SendBufferRelease {
+        /// The buffer.
+        buffer: BufferId,
+        /// The read fence to wait for first.
+        after: Option<FenceId>,
+    },
+    /// The client is gone, so there is no `wl_buffer.release` to send: drop whatever is kept
+    /// for this buffer.
+    ForgetBuffer {
+        /// The buffer.
+        buffer: BufferId,
+    },
+}
+
+/// The ways a `wl_buffer.release` can be owed, the least patient first: a buffer committed
+/// again while still held keeps the most patient of its ways.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum BufferRelease {
+    AfterCopy,
+    WhenReplaced,
+    WhenReadsDone,
+}
+
+/// The buffer the surface holds and what is owed for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Held {
+    buffer: BufferId,
+    /// A `wl_buffer.release`: one per stretch of time the buffer is held, however many commits
+    /// attached it, as the release means "no longer used".
+    release: Option<BufferRelease>,
+    /// The release point of the latest commit that attached it.
+    point: Option<TimelinePoint>,
+    /// The latest read fence reported for it.
+    last_read: Option<FenceId>,
+}
+
+impl Held {
+    fn new(buffer: BufferId, release: Option<BufferRelease>, point: Option<TimelinePoint>) -> Self {
+        Held {
+            buffer,
+            release,
+            point,
+            last_read: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Gone {
+    Surface,
+    Client,
+}
+
+/// The release books of one surface.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReleaseTracker {
+    current: Option<Held>,
+    gone: Option<Gone>,
+}
+
+impl ReleaseTracker {
+    /// Empty books for a new surface.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// How many obligations are outstanding (0 after the surface or client is gone).
+    pub fn outstanding(&self) -> usize {
+        self.current.map_or(0, |held| {
+            usize::from(held.release.is_some()) + usize::from(held.point.is_some())
+        })
+    }
+
+    /// Books one event; returns what to do now (or after the given fences).
+    #[must_use = "the actions discharge obligations: dropping a release point stalls the client"]
+    pub fn handle(&mut self, event: ReleaseEvent) -> Vec<ReleaseAction> {
+        let mut actions = Vec::new();
+        match event {
+            ReleaseEvent::Committed { attach, release } => {
+                self.committed(attach, release, &mut actions)
+            }
+            ReleaseEvent::Read { buffer, fence } => self.read(buffer, fence, &mut actions),
+            ReleaseEvent::SurfaceDestroyed => {
+                self.gone.get_or_insert(Gone::Surface);
+                self.retire(&mut actions);
+            }
+            ReleaseEvent::ClientDisconnected => {
+                self.gone = Some(Gone::Client);
+                self.retire(&mut actions);
+            }
+        }
+        actions
+    }
+
+    fn committed(&mut self, attach: Attach, release: Release, actions: &mut Vec<ReleaseAction>) {
+        let (buffer_release, point) = match release {
+            Release::Nothing => (None, None),
+            Release::AfterCopy => (Some(BufferRelease::AfterCopy), None),
+            Release::WhenReplaced => (Some(BufferRelease::WhenReplaced), None),
+            Release::WhenReadsDone => (Some(BufferRelease::WhenReadsDone), None),
+            Release::SignalReleasePointFromReadFence(point) => (None, Some(point)),
+        };
+        match attach {
+            // The surface is gone: nothing will read what it commits, so pay at once.
+            Attach::Buffer(buffer) if self.gone.is_some() => {
+                self.discharge(Held::new(buffer, buffer_release, point), actions)
+            }
+            Attach::Buffer(buffer) => self.attach(buffer, buffer_release, point, actions),
+            // No buffer for the points of this commit (a tolerated no_buffer): nothing of ours
+            // reads for them. A wl_buffer.release with no buffer names nothing to owe.
+            Attach::Keep | Attach::Null => {
+                if attach == Attach::Null {
+                    self.retire(actions);
+                }
+                if let Some(point) = point {
+                    actions.push(ReleaseAction::SignalReleasePoint { point, after: None });
+                }
+            }
+        }
+    }
+
+    fn attach(
+        &mut self,
+        buffer: BufferId,
+        release: Option<BufferRelease>,
+        point: Option<TimelinePoint>,
+        actions: &mut Vec<ReleaseAction>,
+    ) {
+        match &mut self.current {
+            // Attached again while held: still in use, so the wl_buffer.release stays owed (the
+            // most patient way wins); the replaced commit's release point is due now, after the
+            // reads so far.
+            Some(held) if held.buffer == buffer => {
+                if let Some(old) = held.point.take() {
+                    actions.push(ReleaseAction::SignalReleasePoint {
+                        point: old,
+                        after: held.last_read,
+                    });
+                }
+                held.release = held.release.max(release);
+                held.point = point;
+            }
+            _ => {
+                self.retire(actions);
+                self.current = Some(Held::new(buffer, release, point));
+            }
+        }
+    }
+
+    fn read(&mut self, buffer: BufferId, fence: Option<FenceId>, actions: &mut Vec<ReleaseAction>) {
+        // Reads of anything but the current buffer come too late to change what was paid.
+        let Some(held) = self.current.as_mut().filter(|held| held.buffer == buffer) else {
+            return;
+        };
+        // A pass with no fence adds nothing to wait for; it does not make earlier reads done.
+        if fence.is_some() {
+            held.last_read = fence;
+        }
+        // The compositor has its copy: the client may have the buffer back while it is shown.
+        if held.release == Some(BufferRelease::AfterCopy) {
+            held.release = None;
+            actions.push(ReleaseAction::SendBufferRelease {
+                buffer,
+                after: held.last_read,
+            });
+        }
+    }
+
+    /// The current buffer leaves the surface: pay what is owed for it.
+    fn retire(&mut self, actions: &mut Vec<ReleaseAction>) {
+        if let Some(held) = self.current.take() {
+            self.discharge(held, actions);
+        }
+    }
+
+    fn discharge(&self, held: Held, actions: &mut Vec<ReleaseAction>) {
+        if let Some(release) = held.release {
+            actions.push(if self.gone == Some(Gone::Client) {
+                ReleaseAction::ForgetBuffer {
+                    buffer: held.buffer,
+                }
+            } else {
+                ReleaseAction::SendBufferRelease {
+                    buffer: held.buffer,
+                    // A fencing producer waits for the read fence on the dma-buf by itself.
+                    after: match release {
+                        BufferRelease::WhenReplaced => None,
+                        BufferRelease::AfterCopy | BufferRelease::WhenReadsDone => held.last_read,
+                    },
+                }
+            });
+        }
+        if let Some(point) = held.point {
+            // Signalled even for a client that is gone: another process may share the timeline.
+            actions.push(ReleaseAction::SignalReleasePoint {
+                point,
+                after: held.last_read,
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+    use crate::bridge::TimelineId;
+
+    const A: BufferId = BufferId(1);
+    const B: BufferId = BufferId(2);
+
+    fn point(value: u64) -> TimelinePoint {
+        TimelinePoint {
+            timeline: TimelineId(value),
+            value,
+        }
+    }
+
+    fn commit(attach: Attach, release: Release) -> ReleaseEvent {
+        ReleaseEvent::Committed { attach, release }
+    }
+
+    fn nothing_due(tracker: &mut ReleaseTracker, event: ReleaseEvent) {
+        assert_eq!(tracker.handle(event), []);
+    }
+
+    fn read(buffer: BufferId, fence: u64) -> ReleaseEvent {
+        ReleaseEvent::Read {
+            buffer,
+            fence: Some(FenceId(fence)),
+        }
+    }
+
+    #[test]
+    fn shm_is_released_after_the_copy_while_still_shown() {
+        let mut t = ReleaseTracker::new();
+        assert_eq!(t.handle(commit(Attach::Buffer(A), Release::AfterCopy)), []);
+        let copied = t.handle(ReleaseEvent::Read {
+            buffer: A,
+            fence: None,
+        });
+        assert_eq!(
+            copied,
+            [ReleaseAction::SendBufferRelease {
+                buffer: A,
+                after: None
+            }]
+        );
+        assert_eq!(t.outstanding(), 0);
+        // Replacing it later owes nothing more.
+        assert_eq!(t.handle(commit(Attach::Buffer(B), Release::AfterCopy)), []);
+        // Never copied: released when replaced.
+        assert_eq!(
+            t.handle(commit(Attach::Null, Release::Nothing)),
+            [ReleaseAction::SendBufferRelease {
+                buffer: B,
+                after: None
+            }]
+        );
+    }
+
+    #[test]
+    fn fencing_producers_get_the_buffer_back_without_waiting() {
+        let mut t = ReleaseTracker::new();
+        nothing_due(&mut t, commit(Attach::Buffer(A), Release::WhenReplaced));
+        nothing_due(&mut t, read(A, 5));
+        assert_eq!(
+            t.handle(commit(Attach::Buffer(B), Release::WhenReplaced)),
+            [ReleaseAction::SendBufferRelease {
+                buffer: A,
+                after: None
+            }]
+        );
+    }
+
+    #[test]
+    fn deferred_release_and_release_points_wait_for_the_latest_read() {
+        let mut t = ReleaseTracker::new();
+        nothing_due(&mut t, commit(Attach::Buffer(A), Release::WhenReadsDone));
+        nothing_due(&mut t, read(A, 5));
+        nothing_due(&mut t, read(A, 6));
+        nothing_due(
+            &mut t,
+            ReleaseEvent::Read {
+                buffer: A,
+                fence: None,
+            },
+        );
+        nothing_due(&mut t, read(B, 7)); // not the surface's buffer: ignored
+        let actions = t.handle(commit(
+            Attach::Buffer(B),
+            Release::SignalReleasePointFromReadFence(point(8)),
+        ));
+        assert_eq!(
+            actions,
+            [ReleaseAction::SendBufferRelease {
+                buffer: A,
+                after: Some(FenceId(6))
+            }]
+        );
+        assert_eq!(
+            t.handle(ReleaseEvent::SurfaceDestroyed),
+            [ReleaseAction::SignalReleasePoint {
+                point: point(8),
+                after: None
+            }]
+        );
+        assert_eq!(t.outstanding(), 0);
+    }
+
+    #[test]
+    fn attached_again_one_release_but_every_point() {
+        let mut t = ReleaseTracker::new();
+        nothing_due(&mut t, commit(Attach::Buffer(A), Release::WhenReplaced));
+        nothing_due(&mut t, read(A, 1));
+        assert_eq!(
+            t.handle(commit(Attach::Buffer(A), Release::WhenReadsDone)),
+            []
+        );
+        assert_eq!(t.outstanding(), 1);
+        nothing_due(
+            &mut t,
+            commit(
+                Attach::Buffer(A),
+                Release::SignalReleasePointFromReadFence(point(3)),
+            ),
+        );
+        // The replaced commit's point is due at once; the buffer, still shown, is not.
+        assert_eq!(
+            t.handle(commit(
+                Attach::Buffer(A),
+                Release::SignalReleasePointFromReadFence(point(4)),
+            )),
+            [ReleaseAction::SignalReleasePoint {
+                point: point(3),
+                after: Some(FenceId(1))
+            }]
+        );
+        // The most patient way won.
+        assert_eq!(
+            t.handle(commit(Attach::Null, Release::Nothing)),
+            [
+                ReleaseAction::SendBufferRelease {
+                    buffer: A,
+                    after: Some(FenceId(1))
+                },
+                ReleaseAction::SignalReleasePoint {
+                    point: point(4),
+                    after: Some(FenceId(1))
+                }
+            ]
+        );
+    }
+
+    #[test]
+    fn points_without_a_buffer_are_signalled_at_once() {
+        let mut t = ReleaseTracker::new();
+        nothing_due(&mut t, commit(Attach::Buffer(A), Release::WhenReadsDone));
+        let actions = t.handle(commit(
+            Attach::Keep,
+            Release::SignalReleasePointFromReadFence(point(2)),
+        ));
+        assert_eq!(
+            actions,
+            [ReleaseAction::SignalReleasePoint {
+                point: point(2),
+                after: None
+            }]
+        );
+        assert_eq!(t.outstanding(), 1); // A is still shown
+    }
+
+    #[test]
+    fn a_gone_client_gets_no_buffer_release_but_its_points() {
+        let mut t = ReleaseTracker::new();
+        nothing_due(
+            &mut t,
+            commit(
+                Attach::Buffer(A),
+                Release::SignalReleasePointFromReadFence(point(1)),
+            ),
+        );
+        nothing_due(&mut t, read(A, 4));
+        assert_eq!(
+            t.handle(ReleaseEvent::ClientDisconnected),
+            [ReleaseAction::SignalReleasePoint {
+                point: point(1),
+                after: Some(FenceId(4))
+            }]
+        );
+        assert_eq!(
+            t.handle(commit(Attach::Buffer(B), Release::WhenReadsDone)),
+            [ReleaseAction::ForgetBuffer { buffer: B }]
+        );
+        assert_eq!(t.handle(ReleaseEvent::SurfaceDestroyed), []);
+        assert_eq!(t.outstanding(), 0);
+    }
+
+    /// xorshift64*: enough randomness for event sequences, no dependency.
+    struct Rng(u64);
+
+    impl Rng {
+        fn below(&mut self, n: usize) -> usize {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            (self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 33) as usize % n
+        }
+    }
+
+    /// The alphabet of events, by number; points and fences are fresh each time, so that
+    /// every one can be traced.
+    const SYMBOLS: usize = 4 * 5 + 3 * 2 + 2;
+
+    struct Fresh(u64);
+
+    fn event(symbol: usize, fresh: &mut Fresh) -> ReleaseEvent {
+        fresh.0 += 1;
+        let buffers = [A, B, BufferId(3)];
+        if symbol < 20 {
+            let attach = [
+                Attach::Keep,
+                Attach::Null,
+                Attach::Buffer(A),
+                Attach::Buffer(B),
+            ][symbol / 5];
+            let release = [
+                Release::Nothing,
+                Release::AfterCopy,
+                Release::WhenReplaced,
+                Release::WhenReadsDone,
+                Release::SignalReleasePointFromReadFence(point(fresh.0)),
+            ][symbol % 5];
+            commit(attach, release)
+        } else if symbol < 26 {
+            let i = symbol - 20;
+            ReleaseEvent::Read {
+                buffer: buffers[i / 2],
+                fence: (i % 2 == 1).then_some(FenceId(fresh.0)),
+            }
+        } else if symbol == 26 {
+            ReleaseEvent::SurfaceDestroyed
+        } else {
+            ReleaseEvent::ClientDisconnected
+        }
+    }
+
+    /// What is owed, stated independently of the tracker, and checked after every event.
+    #[derive(Default)]
+    struct Model {
+        tracker: ReleaseTracker,
+        current: Option<BufferId>,
+        client_gone: bool,
+        surface_gone: bool,
+        /// wl_buffer.release owed, and whether it may skip the read fence.
+        owed_releases: HashMap<BufferId, Release>,
+        /// Release points owed, with the buffer they were committed with.
+        owed_points: HashMap<TimelinePoint, Option<BufferId>>,
+        /// The latest read fence of the current buffer.
+        last_fence: HashMap<BufferId, FenceId>,
+    }
+
+    fn patience(release: Release) -> u8 {
+        match release {
+            Release::AfterCopy => 0,
+            Release::WhenReplaced => 1,
+            _ => 2,
+        }
+    }
+
+    impl Model {
+        fn step(&mut self, event: ReleaseEvent, trace: &[ReleaseEvent]) {
+            let gone = self.client_gone || self.surface_gone;
+            // Reads of the current buffer count before the event's actions are judged.
+            if let ReleaseEvent::Read {
+                buffer,
+                fence: Some(fence),
+            } = event
+            {
+                if !gone && self.current == Some(buffer) {
+                    self.last_fence.insert(buffer, fence);
+                }
+            }
+            // What becomes owed and current.
+            let mut new_current = self.current;
+            match event {
+                ReleaseEvent::Committed { attach, release } => {
+                    let buffer = match attach {
+                        Attach::Buffer(b) => Some(b),
+                        _ => None,
+                    };
+                    match release {
+                        Release::SignalReleasePointFromReadFence(p) => {
+                            assert!(self.owed_points.insert(p, buffer).is_none());
+                        }
+                        Release::Nothing => {}
+                        kind => {
+                            if let Some(b) = buffer {
+                                let owed = self.owed_releases.entry(b).or_insert(kind);
+                                if patience(kind) > patience(*owed) {
+                                    *owed = kind;
+                                }
+                            }
+                        }
+                    }
+                    match attach {
+                        _ if gone => new_current = None,
+                        Attach::Keep => {}
+                        Attach::Null => new_current = None,
+                        Attach::Buffer(b) => new_current = Some(b),
+                    }
+                }
+                ReleaseEvent::Read { .. } => {}
+                ReleaseEvent::SurfaceDestroyed | ReleaseEvent::ClientDisconnected => {
+                    new_current = None
+                }
+            }
+            let client_gone = self.client_gone || event == ReleaseEvent::ClientDisconnected;
+
+            for action in self.tracker.handle(event) {
+                match action {
+                    ReleaseAction::SignalReleasePoint { point, after } => {
+                        // Exactly once, and after the latest read of its buffer.
+                        let buffer = self.owed_points.remove(&point).unwrap_or_else(|| {
+                            panic!("{action:?} twice or never owed, after {trace:?}")
+                        });
+                        let expected = buffer.and_then(|b| self.last_fence.get(&b).copied());
+                        assert_eq!(after, expected, "{action:?} after {trace:?}");
+                    }
+                    ReleaseAction::SendBufferRelease { buffer, after } => {
+                        assert!(!client_gone, "{action:?} after {trace:?}");
+                        let kind = self.owed_releases.remove(&buffer).unwrap_or_else(|| {
+                            panic!("{action:?} twice or never owed, after {trace:?}")
+                        });
+                        // Never handed back while shown, except the copied shm.
+                        if new_current == Some(buffer) {
+                            assert_eq!(kind, Release::AfterCopy, "{action:?} after {trace:?}");
+                            assert!(
+                                matches!(event, ReleaseEvent::Read { .. }),
+                                "{action:?} after {trace:?}"
+                            );
+                        }
+                        let expected = match kind {
+                            Release::WhenReplaced => None,
+                            _ => self.last_fence.get(&buffer).copied(),
+                        };
+                        assert_eq!(after, expected, "{action:?} after {trace:?}");
+                    }
+                    ReleaseAction::ForgetBuffer { buffer } => {
+                        assert!(client_gone, "{action:?} after {trace:?}");
+                        assert!(
+                            self.owed_releases.remove(&buffer).is_some(),
+                            "{action:?} after {trace:?}"
+                        );
+                    }
+                }
+            }
+
+            if new_current != self.current {
+                if let Some(old) = self.current {
+                    self.last_fence.remove(&old);
+                }
+            }
+            self.current = new_current;
+            self.client_gone = client_gone;
+            self.surface_gone |= event == ReleaseEvent::SurfaceDestroyed;
+            // Nothing is owed for a buffer the surface no longer holds.
+            for b in self.owed_releases.keys() {
+                assert_eq!(Some(*b), self.current, "after {trace:?}");
+            }
+            for b in self.owed_points.values() {
+                assert!(b.is_some() && *b == self.current, "after {trace:?}");
+            }
+            assert_eq!(
+                self.tracker.outstanding(),
+                self.owed_releases.len() + self.owed_points.len(),
+                "after {trace:?}"
+            );
+        }
+
+        fn run(symbols: impl IntoIterator<Item = usize>, end: ReleaseEvent) {
+            let mut model = Model::default();
+            let mut fresh = Fresh(0);
+            let mut trace = Vec::new();
+            for symbol in symbols {
+                let event = event(symbol, &mut fresh);
+                trace.push(event);
+                model.step(event, &trace);
+            }
+            trace.push(end);
+            model.step(end, &trace);
+            assert!(model.owed_releases.is_empty() && model.owed_points.is_empty());
+            assert_eq!(model.tracker.outstanding(), 0);
+        }
+    }
+
+    const ENDS: [ReleaseEvent; 2] = [
+        ReleaseEvent::SurfaceDestroyed,
+        ReleaseEvent::ClientDisconnected,
+    ];
+
+    #[test]
+    fn every_sequence_of_three_events() {
+        for code in 0..SYMBOLS.pow(3) {
+            let symbols = [
+                code % SYMBOLS,
+                code / SYMBOLS % SYMBOLS,
+                code / SYMBOLS / SYMBOLS,
+            ];
+            for end in ENDS {
+                Model::run(symbols, end);
+            }
+        }
+    }
+
+    #[test]
+    fn random_sequences() {
+        let mut rng = Rng(0x5eed_f00d_cafe_b0ba);
+        for _ in 0..20_000 {
+            let len = rng.below(60);
+            // Surface and client deaths are rare, so that long lives get tested too.
+            let symbols: Vec<usize> = (0..len)
+                .map(|_| {
+                    if rng.below(30) == 0 {
+                        26 + rng.below(2)
+                    } else {
+                        rng.below(26)
+                    }
+                })
+                .collect();
+            Model::run(symbols, ENDS[rng.below(2)]);
+        }
+    }
+}
