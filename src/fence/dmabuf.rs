@@ -41,9 +41,7 @@ pub fn export(planes: &[BorrowedFd<'_>], access: Access, stub: &StubSignature) -
     let mut pending = Vec::new();
     let mut all_stub = true;
     for &dmabuf in &unique {
-        let fence = sys::dma_buf_export_sync_file(dmabuf, access.flags())
-            .map(SyncFile::from_kernel)
-            .map_err(|e| dmabuf_error(dmabuf, "DMA_BUF_IOCTL_EXPORT_SYNC_FILE", e))?;
+        let fence = export_one(dmabuf, access)?;
         match stub.classify(&fence.info()?) {
             FenceState::Pending => {
                 all_stub = false;
@@ -63,6 +61,14 @@ pub fn export(planes: &[BorrowedFd<'_>], access: Access, stub: &StubSignature) -
         fence: SyncFile::merge_all(pending)?,
         unique_dmabufs: unique.len(),
     })
+}
+
+/// The raw export of one dma-buf, unclassified: the fences an `access` must wait for right now,
+/// or the kernel's stub when there are none.
+pub fn export_one(dmabuf: BorrowedFd<'_>, access: Access) -> Result<SyncFile> {
+    sys::dma_buf_export_sync_file(dmabuf, access.flags())
+        .map(SyncFile::from_kernel)
+        .map_err(|e| dmabuf_error(dmabuf, "DMA_BUF_IOCTL_EXPORT_SYNC_FILE", e))
 }
 
 /// Adds `fence` to every distinct dma-buf of the buffer, as a read or a write fence: implicit

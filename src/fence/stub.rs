@@ -5,8 +5,8 @@
 
 use std::os::fd::{AsFd, BorrowedFd};
 
-use super::{Access, FenceInfo, FenceState, SyncFile, SyncFileInfo};
-use crate::{producer, sys, Error, Result};
+use super::{Access, FenceInfo, FenceState, SyncFileInfo};
+use crate::{producer, Error, Result};
 
 /// How to tell the kernel's stub fence from a real, signalled one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -38,9 +38,7 @@ impl StubSignature {
 
     /// Learns the stub's timestamp from `dmabuf`, which must never have held a fence.
     pub fn from_fresh_dmabuf(dmabuf: BorrowedFd<'_>) -> Result<Self> {
-        let fd = sys::dma_buf_export_sync_file(dmabuf, Access::Read.flags())
-            .map_err(Error::io("DMA_BUF_IOCTL_EXPORT_SYNC_FILE"))?;
-        let info = SyncFile::from_kernel(fd).info()?;
+        let info = super::dmabuf::export_one(dmabuf, Access::Read)?.info()?;
         match info.fences.as_slice() {
             [stub] if stub.status.is_done() => Ok(StubSignature {
                 timestamp_ns: Some(stub.timestamp_ns),
