@@ -93,6 +93,16 @@ pub struct TimelinePoint {
     pub value: u64,
 }
 
+impl TimelinePoint {
+    /// Point `value` on timeline `timeline`.
+    pub const fn new(timeline: u64, value: u64) -> Self {
+        TimelinePoint {
+            timeline: TimelineId(timeline),
+            value,
+        }
+    }
+}
+
 impl fmt::Display for TimelinePoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "point {} on timeline {}", self.value, self.timeline.0)

@@ -301,13 +301,9 @@ pub fn plan_commit(input: &CommitInput) -> CommitPlan {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bridge::TimelineId;
 
     const fn point(timeline: u64, value: u64) -> TimelinePoint {
-        TimelinePoint {
-            timeline: TimelineId(timeline),
-            value,
-        }
+        TimelinePoint::new(timeline, value)
     }
 
     const BUFFERS: [BufferKind; 5] = [

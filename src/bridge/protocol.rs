@@ -409,10 +409,7 @@ mod tests {
     use super::*;
 
     const fn point(timeline: u64, value: u64) -> TimelinePoint {
-        TimelinePoint {
-            timeline: TimelineId(timeline),
-            value,
-        }
+        TimelinePoint::new(timeline, value)
     }
 
     fn pending(

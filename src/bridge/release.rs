@@ -296,16 +296,12 @@ mod tests {
     use std::collections::HashMap;
 
     use super::*;
-    use crate::bridge::TimelineId;
 
     const A: BufferId = BufferId(1);
     const B: BufferId = BufferId(2);
 
     fn point(value: u64) -> TimelinePoint {
-        TimelinePoint {
-            timeline: TimelineId(value),
-            value,
-        }
+        TimelinePoint::new(value, value)
     }
 
     fn commit(attach: Attach, release: Release) -> ReleaseEvent {
