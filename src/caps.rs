@@ -184,6 +184,14 @@ fn probe_dmabuf() -> (Support, Support, Support) {
         }
     };
     let stub = StubSignature::names_only();
+    // Calibrate first, while the buffer has never held a fence.
+    let stub_detection = match StubSignature::from_fresh_dmabuf(buf.as_fd()) {
+        Ok(sig) => Support::Yes(format!(
+            "by name (\"stub\", up to 6.12) and by its constant timestamp ({} ns)",
+            sig.timestamp_ns().unwrap_or(0)
+        )),
+        Err(e) => Support::No(format!("by name only ({e})")),
+    };
     let export = match dmabuf::export(&[buf.as_fd()], Access::Read, &stub) {
         Ok(_) => Support::Yes("DMA_BUF_IOCTL_EXPORT_SYNC_FILE answered".into()),
         Err(e) => Support::No(explain(&e)),
@@ -194,13 +202,6 @@ fn probe_dmabuf() -> (Support, Support, Support) {
     {
         Ok(()) => Support::Yes("DMA_BUF_IOCTL_IMPORT_SYNC_FILE answered".into()),
         Err(e) => Support::No(explain(&e)),
-    };
-    let stub_detection = match StubSignature::from_fresh_dmabuf(buf.as_fd()) {
-        Ok(sig) => Support::Yes(format!(
-            "by name (\"stub\", up to 6.12) and by its constant timestamp ({} ns)",
-            sig.timestamp_ns().unwrap_or(0)
-        )),
-        Err(e) => Support::No(format!("by name only ({e})")),
     };
     (export, import, stub_detection)
 }

@@ -19,7 +19,7 @@
 //! # Ok(()) }
 //! ```
 
-use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use rustix::io::Result;
@@ -130,7 +130,7 @@ pub fn dma_buf_import_sync_file(
 ) -> Result<()> {
     let arg = DmaBufImportSyncFile {
         flags,
-        fd: sync_file.as_raw_fd_(),
+        fd: sync_file.as_raw_fd(),
     };
     // SAFETY: the opcode is _IOW('b', 3, struct dma_buf_import_sync_file) and `arg` has that
     // exact layout; the kernel only reads it, and the fd it names is borrowed for the call.
@@ -215,11 +215,12 @@ pub const SYNC_IOC_FILE_INFO: Opcode = opcode::read_write::<SyncFileInfo>(b'>', 
 /// Merges two sync_files into a new one that signals when both have.
 pub fn sync_file_merge(a: BorrowedFd<'_>, b: BorrowedFd<'_>) -> Result<OwnedFd> {
     let mut arg = SyncMergeData {
-        fd2: b.as_raw_fd_(),
+        fd2: b.as_raw_fd(),
         fence: -1,
         ..Default::default()
     };
-    arg.name[..10].copy_from_slice(b"fencebridg");
+    const NAME: &[u8] = b"fencebridge";
+    arg.name[..NAME.len()].copy_from_slice(NAME);
     // SAFETY: the opcode is _IOWR('>', 3, struct sync_merge_data) and `arg` has that layout.
     unsafe { call(a, Updater::<{ SYNC_IOC_MERGE }, _>::new(&mut arg))? };
     // SAFETY: on success the kernel installed a new fd in `arg.fence` that nobody else owns.
@@ -280,7 +281,7 @@ pub fn drm_syncobj_import_sync_file(
     let mut arg = DrmSyncobjHandle {
         handle,
         flags: DRM_SYNCOBJ_FD_TO_HANDLE_FLAGS_IMPORT_SYNC_FILE,
-        fd: sync_file.as_raw_fd_(),
+        fd: sync_file.as_raw_fd(),
         ..Default::default()
     };
     // SAFETY: the opcode is DRM_IOWR(0xC2, struct drm_syncobj_handle) and `arg` has that layout;
@@ -379,7 +380,7 @@ pub fn udmabuf_create(
     memfd: BorrowedFd<'_>,
     size: u64,
 ) -> Result<OwnedFd> {
-    let memfd = u32::try_from(memfd.as_raw_fd_()).map_err(|_| rustix::io::Errno::BADF)?;
+    let memfd = u32::try_from(memfd.as_raw_fd()).map_err(|_| rustix::io::Errno::BADF)?;
     let arg = UdmabufCreate {
         memfd,
         flags: UDMABUF_FLAGS_CLOEXEC,
@@ -445,17 +446,6 @@ pub fn dma_heap_alloc(heap: BorrowedFd<'_>, len: u64) -> Result<OwnedFd> {
     unsafe { call(heap, Updater::<{ DMA_HEAP_IOCTL_ALLOC }, _>::new(&mut arg))? };
     // SAFETY: on success the kernel installed a new fd in `arg.fd` that nobody else owns.
     Ok(unsafe { own(arg.fd as RawFd) })
-}
-
-/// `as_raw_fd` for a borrowed fd, spelled once so the call sites read as the kernel's field names.
-trait RawOf {
-    fn as_raw_fd_(&self) -> RawFd;
-}
-
-impl RawOf for BorrowedFd<'_> {
-    fn as_raw_fd_(&self) -> RawFd {
-        std::os::fd::AsRawFd::as_raw_fd(&self.as_fd())
-    }
 }
 
 #[cfg(test)]

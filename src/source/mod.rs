@@ -63,8 +63,9 @@ impl<F: AsFd> OneShot<F> {
             return Ok(PostAction::Continue);
         }
         // `unwrap` deletes the fd from the poller before handing it back.
-        let file = self.0.take().map(Generic::unwrap);
-        file.map(fire);
+        if let Some(generic) = self.0.take() {
+            fire(generic.unwrap());
+        }
         Ok(PostAction::Remove)
     }
 
