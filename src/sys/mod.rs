@@ -8,6 +8,8 @@
 //! The DRM syncobj ioctls other than `FD_TO_HANDLE` come from the `drm` crate; that one is ours
 //! because drm 0.14.1 sends handle 0 with `IMPORT_SYNC_FILE` (the kernel then says ENOENT).
 //!
+//! The V4L2 ioctls (capture devices, their MMAP buffers exported as dma-bufs) are in [`v4l2`].
+//!
 //! # How to use
 //! ```no_run
 //! use std::os::fd::AsFd;
@@ -24,6 +26,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use rustix::io::Result;
 use rustix::ioctl::{self, opcode, Ioctl, Opcode, Setter, Updater};
+
+pub mod v4l2;
 
 static IOCTLS: AtomicU64 = AtomicU64::new(0);
 
