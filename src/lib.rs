@@ -39,5 +39,7 @@ pub mod producer;
 pub mod source;
 pub mod sys;
 pub mod timeline;
+#[cfg(feature = "smithay")]
+pub mod wayland;
 
 pub use error::{Error, Result};

@@ -42,7 +42,14 @@ pub fn export(planes: &[BorrowedFd<'_>], access: Access, stub: &StubSignature) -
     let mut all_stub = true;
     for &dmabuf in &unique {
         let fence = export_one(dmabuf, access)?;
-        match stub.classify(&fence.info()?) {
+        // A pending fence needs no FILE_INFO (poll says so without an ioctl); only a signalled
+        // one must be told apart from the stub.
+        let state = if fence.is_signalled()? {
+            stub.classify(&fence.info()?)
+        } else {
+            FenceState::Pending
+        };
+        match state {
             FenceState::Pending => {
                 all_stub = false;
                 pending.push(fence);

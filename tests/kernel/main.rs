@@ -13,3 +13,4 @@ mod producers;
 mod sources;
 mod stub;
 mod timeline;
+mod wayland;

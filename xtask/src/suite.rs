@@ -125,7 +125,7 @@ const LINTS: [&str; 3] = [
     "fmt --all -- --check",
     "clippy --workspace --all-targets --all-features -- -D warnings",
     // The kernel tests are not a default test target, so --all-targets skips them.
-    "clippy --test kernel -- -D warnings",
+    "clippy --test kernel --all-features -- -D warnings",
 ];
 
 fn lint(cargo: &Cargo, report: &mut Report) {
@@ -188,6 +188,7 @@ fn kernel_suite(cargo: &Cargo) -> Result<PathBuf> {
         "test",
         "--test",
         "kernel",
+        "--all-features",
         "--no-run",
         "--message-format=json-render-diagnostics",
     ]))?;

@@ -1,0 +1,387 @@
+//! The commit path. The pre-commit hook (synchronous, in the `wl_surface.commit` request)
+//! checks the client's points, snapshots an implicit dma-buf's fences, plans the commit with
+//! [`crate::bridge::plan`], publishes an explicit acquire fence onto the dma-buf and holds the
+//! commit if there is something to wait for. The plan travels with the commit through smithay's
+//! cached state ([`CommitSlot`]); the post-commit hook, once the commit applies, hands its
+//! release decision to the surface's release books.
+
+use std::os::fd::BorrowedFd;
+use std::sync::Arc;
+use std::time::Instant;
+
+use smithay::backend::allocator::dmabuf::Dmabuf;
+use smithay::reexports::wayland_server::protocol::wl_buffer::WlBuffer;
+use smithay::reexports::wayland_server::protocol::wl_surface::WlSurface;
+use smithay::reexports::wayland_server::{Client, DisplayHandle, Resource};
+use smithay::wayland::compositor::{self, BufferAssignment, Cacheable, SurfaceAttributes};
+use smithay::wayland::dmabuf::get_dmabuf;
+
+use super::report::CommitPath;
+use super::surface::{ClientPoint, ReleaseSlot, SurfaceBooks};
+use super::wait::{self, WaitOn};
+use super::FenceBridgeHandler;
+use crate::bridge::plan::{self, Acquire, BufferKind, CommitInput, CommitPlan, Publish};
+use crate::bridge::protocol::{self, Attached, CommitSync, PendingState};
+use crate::bridge::release::ReleaseEvent;
+use crate::fence::{dmabuf, Access, FenceState, SyncFile};
+use crate::source::PointWait;
+use crate::timeline::WaitFor;
+
+/// What a commit attached.
+#[derive(Debug, Clone)]
+enum Attachment {
+    Keep,
+    Null,
+    Shm(WlBuffer),
+    DmaBuf(WlBuffer, Dmabuf),
+}
+
+impl Attachment {
+    fn protocol(&self) -> Attached {
+        match self {
+            Attachment::Keep => Attached::Nothing,
+            Attachment::Null => Attached::Null,
+            Attachment::Shm(_) => Attached::Shm,
+            Attachment::DmaBuf(..) => Attached::DmaBuf,
+        }
+    }
+
+    fn kind(&self) -> BufferKind {
+        match self {
+            Attachment::Keep | Attachment::Null => BufferKind::None,
+            Attachment::Shm(_) => BufferKind::Shm,
+            Attachment::DmaBuf(_, d) => BufferKind::DmaBuf {
+                unique_planes: d.num_planes(),
+            },
+        }
+    }
+
+    /// What the release books see: `None` keep, `Some(None)` null, `Some(Some(b))` a buffer.
+    fn buffer(&self) -> Option<Option<&WlBuffer>> {
+        match self {
+            Attachment::Keep => None,
+            Attachment::Null => Some(None),
+            Attachment::Shm(b) | Attachment::DmaBuf(b, _) => Some(Some(b)),
+        }
+    }
+}
+
+/// One commit's synchronisation, carried through smithay's cached state so that it applies
+/// (or is merged away) together with the buffer it is about.
+#[derive(Debug)]
+pub(crate) struct CommitRecord {
+    attachment: Attachment,
+    plan: CommitPlan,
+    /// The fence the contents are ready at: the snapshot, or the exported acquire point
+    /// (exported lazily if it had no fence at commit time).
+    pub acquire_fence: Option<Arc<SyncFile>>,
+    pub acquire_point: Option<ClientPoint>,
+    /// The same fence on the compositor's own timeline, once asked for.
+    pub handoff_point: Option<super::HandoffPoint>,
+    release: ReleaseSlot,
+    applied: bool,
+}
+
+impl Drop for CommitRecord {
+    fn drop(&mut self) {
+        // Replaced while still queued, or dropped with a dead surface: nothing read it.
+        if !self.applied {
+            self.release.discharge_unapplied();
+        }
+    }
+}
+
+/// smithay's cached-state slot for the [`CommitRecord`] of each commit. A commit without one
+/// (nothing attached, no points) leaves the current record in place, as the buffer stays.
+#[derive(Debug, Default)]
+pub(crate) struct CommitSlot(pub Option<CommitRecord>);
+
+impl Cacheable for CommitSlot {
+    fn commit(&mut self, _dh: &DisplayHandle) -> Self {
+        CommitSlot(self.0.take())
+    }
+
+    fn merge_into(self, into: &mut Self, _dh: &DisplayHandle) {
+        if self.0.is_some() {
+            into.0 = self.0;
+        }
+    }
+}
+
+/// The pre-commit hook.
+pub(crate) fn pre_commit<D: FenceBridgeHandler>(
+    state: &mut D,
+    dh: &DisplayHandle,
+    surface: &WlSurface,
+) {
+    let Some(client) = surface.client() else {
+        return;
+    };
+    let started = Instant::now();
+    let gathered = compositor::with_states(surface, |states| {
+        let attachment = match states
+            .cached_state
+            .get::<SurfaceAttributes>()
+            .pending()
+            .buffer
+            .as_ref()
+        {
+            None => Attachment::Keep,
+            Some(BufferAssignment::Removed) => Attachment::Null,
+            Some(BufferAssignment::NewBuffer(buffer)) => match get_dmabuf(buffer) {
+                Ok(dmabuf) => Attachment::DmaBuf(buffer.clone(), dmabuf.clone()),
+                Err(_) => Attachment::Shm(buffer.clone()),
+            },
+        };
+        let mut books = SurfaceBooks::of(states)?;
+        Some((
+            attachment,
+            books.syncobj.clone(),
+            books.pending_acquire.take(),
+            books.pending_release.take(),
+        ))
+    });
+    let Some((attachment, syncobj, acquire, release)) = gathered else {
+        return; // not tracked: the compositor did not call track_surface
+    };
+
+    // linux-drm-syncobj-v1's rules, for surfaces that have a syncobj object.
+    let sync = match &syncobj {
+        None => CommitSync {
+            mode: plan::SyncMode::Implicit,
+            tolerated: Vec::new(),
+        },
+        Some(object) => {
+            let pending = PendingState {
+                acquire: acquire.as_ref().map(|p| p.point),
+                release: release.as_ref().map(|p| p.point),
+                attached: attachment.protocol(),
+            };
+            let leniency = state.fencebridge_state().config.leniency;
+            match protocol::resolve_commit(&pending, leniency) {
+                Ok(sync) => sync,
+                Err(error) => {
+                    tracing::warn!("fencebridge: protocol error: {error}");
+                    state
+                        .fencebridge_state()
+                        .client_books(&client)
+                        .report
+                        .protocol_errors
+                        .push(error.to_string());
+                    object.post_error(error.code(), error.to_string());
+                    // The client is gone; its release point must still come.
+                    if let Some(point) = release {
+                        point.signal_now();
+                    }
+                    return;
+                }
+            }
+        }
+    };
+    for tolerated in &sync.tolerated {
+        tracing::warn!("fencebridge: tolerated a client bug: {tolerated}");
+        let report = &mut state.fencebridge_state().client_books(&client).report;
+        report
+            .protocol_errors
+            .push(format!("tolerated: {tolerated}"));
+    }
+
+    let (plan, snapshot) = plan(state, &client, &attachment, sync.mode);
+    let mut record = CommitRecord {
+        attachment,
+        plan,
+        acquire_fence: None,
+        acquire_point: acquire,
+        handoff_point: None,
+        release: ReleaseSlot::new(release),
+        applied: false,
+    };
+
+    // Explicit -> implicit: the acquire fence onto the dma-buf, now if the client submitted
+    // its work already (it usually has), else once the point has a fence.
+    let mut publish_later = None;
+    if plan.publish == Publish::ImportAcquireAsWriteFence {
+        if let (Attachment::DmaBuf(_, dmabuf), Some(point)) =
+            (&record.attachment, &record.acquire_point)
+        {
+            match point.timeline.export_sync_file(point.point.value) {
+                Ok(fence) => {
+                    let planes: Vec<BorrowedFd<'_>> = dmabuf.handles().collect();
+                    if let Err(e) = dmabuf::import(&planes, &fence, Access::Write) {
+                        tracing::warn!("fencebridge: could not publish the acquire fence: {e}");
+                    }
+                    record.acquire_fence = Some(Arc::new(fence));
+                }
+                Err(crate::Error::PointNotSubmitted { .. }) => publish_later = Some(dmabuf.clone()),
+                Err(e) => tracing::warn!("fencebridge: could not export the acquire point: {e}"),
+            }
+        }
+    }
+
+    let path = match plan.acquire {
+        Acquire::Nothing => match record.attachment {
+            Attachment::Keep | Attachment::Null => CommitPath::NoBuffer,
+            Attachment::Shm(_) => CommitPath::Shm,
+            Attachment::DmaBuf(..) if record.acquire_point.is_some() => CommitPath::ExplicitReady,
+            Attachment::DmaBuf(..) => CommitPath::ImplicitReady,
+        },
+        Acquire::CannotWait => CommitPath::ImplicitUnwaited,
+        Acquire::WaitSnapshot => match snapshot {
+            Some(fence) => {
+                let fence = Arc::new(fence);
+                record.acquire_fence = Some(fence.clone());
+                if matches!(fence.is_signalled(), Ok(true)) {
+                    CommitPath::ImplicitReady
+                } else if wait::hold(state, dh, surface, started, WaitOn::Snapshot(fence)) {
+                    CommitPath::ImplicitWaited
+                } else {
+                    CommitPath::ImplicitUnwaited
+                }
+            }
+            None => CommitPath::ImplicitUnwaited,
+        },
+        Acquire::WaitAcquirePoint(_) => {
+            let point = record.acquire_point.clone();
+            match point {
+                Some(point) => hold_for_point(state, dh, surface, started, point, publish_later),
+                None => CommitPath::ExplicitReady,
+            }
+        }
+    };
+    tracing::debug!(
+        "fencebridge: {} commit: {path} (release: {:?})",
+        surface.id(),
+        record.plan.release
+    );
+    state
+        .fencebridge_state()
+        .client_books(&client)
+        .report
+        .count(path);
+
+    let unapplied = record.release.clone();
+    compositor::with_states(surface, |states| {
+        states.cached_state.get::<CommitSlot>().pending().0 = Some(record);
+        if let Some(mut books) = SurfaceBooks::of(states) {
+            books.unapplied.push(unapplied);
+        }
+    });
+}
+
+/// Snapshots an implicit dma-buf if the plan needs it, classifies the client, and plans.
+fn plan<D: FenceBridgeHandler>(
+    state: &mut D,
+    client: &Client,
+    attachment: &Attachment,
+    sync: plan::SyncMode,
+) -> (CommitPlan, Option<SyncFile>) {
+    let bridge = state.fencebridge_state();
+    let caps = bridge.bridge_caps;
+    let mut buffer = attachment.kind();
+    let mut snapshot = None;
+    if let (Attachment::DmaBuf(_, dmabuf), true) =
+        (attachment, plan::needs_snapshot(buffer, &sync, caps))
+    {
+        let planes: Vec<BorrowedFd<'_>> = dmabuf.handles().collect();
+        match dmabuf::export(&planes, Access::Read, &bridge.stub) {
+            Ok(taken) => {
+                buffer = BufferKind::DmaBuf {
+                    unique_planes: taken.unique_dmabufs,
+                };
+                snapshot = Some(taken);
+            }
+            Err(e) => tracing::warn!("fencebridge: could not snapshot a dma-buf's fences: {e}"),
+        }
+    }
+    let books = bridge.client_books(client);
+    let became = snapshot
+        .as_ref()
+        .and_then(|s| books.classifier.observe(s.state));
+    books.report.producer = books.classifier.class();
+    let plan = plan::plan_commit(&CommitInput {
+        buffer,
+        sync,
+        snapshot: snapshot.as_ref().map(|s| s.state),
+        producer: books.classifier.class(),
+        caps,
+    });
+    if let Some(found) = became {
+        tracing::info!(
+            "fencebridge: client pid {:?}: {found}",
+            books.report.pid.unwrap_or(-1)
+        );
+        state.non_fencing_producer(client, &found);
+    }
+    let fence = snapshot.and_then(|s| match s.state {
+        FenceState::Pending => s.fence,
+        FenceState::Signalled | FenceState::NoFence => None,
+    });
+    (plan, fence)
+}
+
+/// Holds the commit until the client's acquire point signals (fast path: it already has).
+fn hold_for_point<D: FenceBridgeHandler>(
+    state: &mut D,
+    dh: &DisplayHandle,
+    surface: &WlSurface,
+    started: Instant,
+    point: ClientPoint,
+    publish: Option<Dmabuf>,
+) -> CommitPath {
+    let method = state.fencebridge_state().config.point_wait;
+    let value = point.point.value;
+    match PointWait::new(&point.timeline, value, WaitFor::Signalled, method) {
+        Ok(PointWait::Ready) => {
+            if let Some(dmabuf) = &publish {
+                wait::publish_acquire(&point.timeline, value, dmabuf);
+            }
+            CommitPath::ExplicitReady
+        }
+        Ok(PointWait::Pending(source)) => {
+            let on = WaitOn::AcquirePoint {
+                source,
+                timeline: point.timeline,
+                point: value,
+                publish,
+            };
+            if wait::hold(state, dh, surface, started, on) {
+                CommitPath::ExplicitWaited
+            } else {
+                CommitPath::ExplicitReady
+            }
+        }
+        Err(e) => {
+            tracing::warn!(
+                "fencebridge: cannot wait for {}: {e}; applying at once",
+                point.point
+            );
+            CommitPath::ExplicitReady
+        }
+    }
+}
+
+/// The post-commit hook: the commit applied (its fence has signalled); book its release.
+pub(crate) fn post_commit<D: FenceBridgeHandler>(
+    state: &mut D,
+    _dh: &DisplayHandle,
+    surface: &WlSurface,
+) {
+    let due = compositor::with_states(surface, |states| {
+        let mut slot = states.cached_state.get::<CommitSlot>();
+        let record = slot.current().0.as_mut().filter(|r| !r.applied)?;
+        record.applied = true;
+        let mut books = SurfaceBooks::of(states)?;
+        books.unapplied.retain(|s| !s.same(&record.release));
+        if let Some(point) = record.release.take() {
+            books.owe_release_point(point);
+        }
+        let attach = books.attach(record.attachment.buffer());
+        Some(books.book(ReleaseEvent::Committed {
+            attach,
+            release: record.plan.release,
+        }))
+    });
+    if let Some(due) = due {
+        super::release::execute(state, surface, due);
+    }
+}

@@ -1,0 +1,326 @@
+//! The smithay integration (feature `smithay`): the bridge wired into a smithay 0.7 compositor
+//! through commit hooks and blockers, and linux-drm-syncobj-v1 implemented with every protocol
+//! error.
+//!
+//! What a compositor gets, per `wl_surface.commit`:
+//! - **Implicit clients** (a dma-buf, no syncobj points): the planes' write fences are
+//!   snapshotted at commit time (`DMA_BUF_IOCTL_EXPORT_SYNC_FILE`), and the commit is held by a
+//!   blocker until that snapshot signals. A fence added after the commit (the client's next
+//!   frame) does not delay it; nothing pending means no blocker and no event source at all.
+//! - **Explicit clients** (linux-drm-syncobj-v1): the commit is held until its acquire point
+//!   signals (`SYNCOBJ_EVENTFD`, or a waiter thread where the kernel lacks it), and the acquire
+//!   fence is put on the dma-buf as a write fence, so implicit readers (capture, a second GPU,
+//!   KMS without `IN_FENCE_FD`, V4L2 encoders) wait for it too.
+//! - **An explicit fence for every applied commit** ([`acquire_fence`],
+//!   [`acquire_timeline_point`]) for a KMS plane, a capture path or a Vulkan renderer.
+//! - **Release from the renderer's read fence** ([`surface_read`]): a release point is signalled
+//!   by that fence (imported into the point, no CPU wait), and always once the buffer is
+//!   replaced, the surface destroyed or the client gone. Buffers of producers that do not honour
+//!   fences (V4L2 decoders, CPU fills, still unclassified clients) get their `wl_buffer.release`
+//!   only once the compositor's reads are done.
+//! - **Non-fencing producers** reported once per client ([`FenceBridgeHandler::non_fencing_producer`],
+//!   [`ClientReport`]), and **waits past a deadline** diagnosed by client, surface and fence
+//!   ([`FenceBridgeHandler::wait_overdue`]), then kept or given up as [`Config::overdue`] says.
+//!   One stuck fence never delays another surface or client, and nothing waits on the loop
+//!   thread.
+//!
+//! The decisions come from [`crate::bridge`]; this module gathers the inputs from smithay and
+//! executes them.
+//!
+//! # How to use
+//! The glue a smithay compositor needs (its loop data is its state, as in anvil and niri):
+//! ```no_run
+//! use fencebridge::wayland::{self, Config, FenceBridgeHandler, FenceBridgeState};
+//! use smithay::reexports::calloop::LoopHandle;
+//! use smithay::reexports::wayland_server::protocol::wl_surface::WlSurface;
+//! use smithay::reexports::wayland_server::{Client, DisplayHandle};
+//! use smithay::wayland::compositor::{CompositorClientState, CompositorHandler, CompositorState};
+//! # struct ClientState { compositor: CompositorClientState }
+//! # impl smithay::reexports::wayland_server::backend::ClientData for ClientState {}
+//! struct State {
+//!     loop_handle: LoopHandle<'static, State>,
+//!     bridge: FenceBridgeState,
+//!     compositor: CompositorState,
+//!     // ... the compositor's own state
+//! }
+//!
+//! impl FenceBridgeHandler for State {
+//!     fn fencebridge_state(&mut self) -> &mut FenceBridgeState {
+//!         &mut self.bridge
+//!     }
+//!     fn loop_handle(&self) -> LoopHandle<'static, Self> {
+//!         self.loop_handle.clone()
+//!     }
+//! }
+//! fencebridge::delegate_fencebridge!(State);
+//!
+//! impl CompositorHandler for State {
+//!     fn new_surface(&mut self, surface: &WlSurface) {
+//!         wayland::track_surface::<Self>(surface); // every surface goes through the bridge
+//!     }
+//!     // The rest as usual; smithay's on_commit_buffer_handler works unchanged.
+//! #   fn compositor_state(&mut self) -> &mut CompositorState { &mut self.compositor }
+//! #   fn client_compositor_state<'a>(&self, client: &'a Client) -> &'a CompositorClientState {
+//! #       &client.get_data::<ClientState>().unwrap().compositor
+//! #   }
+//! #   fn commit(&mut self, _: &WlSurface) {}
+//! }
+//!
+//! fn bridge(dh: &DisplayHandle) -> FenceBridgeState {
+//!     FenceBridgeState::new::<State>(dh, Config::default())
+//! }
+//!
+//! // After each frame that sampled `surface`: the renderer's read fence as a sync_file
+//! // (smithay's `SyncPoint::export()`), or `None` when its reads are done (a CPU copy).
+//! fn frame_done(state: &mut State, surface: &WlSurface, read: Option<fencebridge::fence::SyncFile>) {
+//!     wayland::surface_read(state, surface, read);
+//! }
+//! //! ```
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use smithay::reexports::calloop::LoopHandle;
+use smithay::reexports::wayland_server::backend::{ClientId, GlobalId};
+use smithay::reexports::wayland_server::{Client, DisplayHandle, GlobalDispatch};
+use smithay::wayland::compositor::CompositorHandler;
+use wayland_protocols::wp::linux_drm_syncobj::v1::server::wp_linux_drm_syncobj_manager_v1::WpLinuxDrmSyncobjManagerV1;
+
+use crate::bridge::plan::BridgeCaps;
+use crate::bridge::producer_class::{BecameNonFencing, ProducerClassifier};
+use crate::bridge::protocol::Leniency;
+use crate::caps::{Capabilities, PointWaitPath};
+use crate::fence::StubSignature;
+use crate::source::WaitMethod;
+use crate::timeline::{SyncobjDevice, Timeline};
+
+mod commit;
+mod handoff;
+mod release;
+mod report;
+mod surface;
+mod syncobj;
+mod wait;
+
+pub use handoff::{acquire_fence, acquire_timeline_point, publish_compositor_write, HandoffPoint};
+pub use release::surface_read;
+pub use report::{ClientReport, CommitPath, OverdueWait, WaitStats};
+pub use surface::track_surface;
+pub use syncobj::{SyncobjGlobalData, SyncobjSurfaceData, TimelineData};
+
+/// The crates [`delegate_fencebridge!`](crate::delegate_fencebridge) names, as smithay sees
+/// them (so the types are the very ones smithay uses).
+pub mod reexports {
+    pub use smithay::reexports::wayland_protocols;
+    pub use smithay::reexports::wayland_server;
+}
+
+/// What to do with a commit whose fence is still pending at the deadline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OverduePolicy {
+    /// Keep holding the commit (the surface shows its previous frame); the diagnostic is
+    /// reported once. What every other compositor does, minus the silence.
+    #[default]
+    KeepWaiting,
+    /// Apply the commit anyway: the frame may show unfinished rendering, but the surface moves
+    /// on (the choice for kiosks and video walls, where a frozen surface is worse).
+    ShowAnyway,
+}
+
+/// How the bridge behaves. `Config::default()` is what a desktop compositor wants.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// How strictly linux-drm-syncobj-v1 clients are held to the protocol.
+    pub leniency: Leniency,
+    /// How long a commit may wait for its fence before the wait is reported overdue.
+    pub wait_deadline: Duration,
+    /// What happens to an overdue commit.
+    pub overdue: OverduePolicy,
+    /// Consecutive commits carrying no fence after which a client counts as a non-fencing
+    /// producer.
+    pub non_fencing_after: u32,
+    /// Timelines one client may hold at once; more are refused with `invalid_timeline`, so a
+    /// client cannot exhaust the compositor's file descriptors.
+    pub max_timelines_per_client: usize,
+    /// Offer linux-drm-syncobj-v1 (where the kernel's timelines can be waited on).
+    pub explicit_sync: bool,
+    /// How acquire points are waited for (`Auto`: `SYNCOBJ_EVENTFD` where the kernel has it).
+    pub point_wait: WaitMethod,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            leniency: Leniency::Strict,
+            wait_deadline: Duration::from_secs(1),
+            overdue: OverduePolicy::KeepWaiting,
+            non_fencing_after: crate::bridge::producer_class::DEFAULT_NON_FENCING_AFTER,
+            max_timelines_per_client: 128,
+            explicit_sync: true,
+            point_wait: WaitMethod::Auto,
+        }
+    }
+}
+
+/// What a compositor implements to embed the bridge. Its loop data must be the compositor
+/// state itself (the bridge inserts its wait sources into that loop).
+pub trait FenceBridgeHandler: CompositorHandler + Sized + 'static {
+    /// The bridge's state.
+    fn fencebridge_state(&mut self) -> &mut FenceBridgeState;
+
+    /// The compositor's event loop, where fence waits are inserted.
+    fn loop_handle(&self) -> LoopHandle<'static, Self>;
+
+    /// A client turned out to be a non-fencing producer (reported once per client, also logged
+    /// and kept in its [`ClientReport`]). Its buffers are from now on released only after the
+    /// compositor's reads are done.
+    fn non_fencing_producer(&mut self, client: &Client, found: &BecameNonFencing) {
+        let _ = (client, found);
+    }
+
+    /// A commit has waited past [`Config::wait_deadline`] for its fence (reported once per
+    /// wait, also logged).
+    fn wait_overdue(&mut self, wait: &OverdueWait) {
+        let _ = wait;
+    }
+}
+
+/// The bridge's per-compositor state: what the machine can do, the linux-drm-syncobj-v1
+/// global, and per-client books (producer class, report, timelines).
+#[derive(Debug)]
+pub struct FenceBridgeState {
+    pub(crate) dh: DisplayHandle,
+    pub(crate) config: Config,
+    caps: Capabilities,
+    pub(crate) bridge_caps: BridgeCaps,
+    pub(crate) stub: StubSignature,
+    pub(crate) syncobj: Option<SyncobjDevice>,
+    global: Option<GlobalId>,
+    pub(crate) own_timeline: Option<(Timeline, u64)>,
+    pub(crate) clients: HashMap<ClientId, ClientBooks>,
+    next_id: u64,
+}
+
+/// What the bridge keeps per client.
+#[derive(Debug)]
+pub(crate) struct ClientBooks {
+    pub classifier: ProducerClassifier,
+    pub report: ClientReport,
+    pub timelines: usize,
+}
+
+impl FenceBridgeState {
+    /// Probes the machine and creates the state; advertises linux-drm-syncobj-v1 where a
+    /// syncobj timeline device can be waited on (eventfd or the waiter thread) and
+    /// [`Config::explicit_sync`] asks for it.
+    pub fn new<D>(dh: &DisplayHandle, config: Config) -> Self
+    where
+        D: GlobalDispatch<WpLinuxDrmSyncobjManagerV1, SyncobjGlobalData> + 'static,
+    {
+        let caps = Capabilities::probe();
+        let syncobj = if config.explicit_sync && caps.point_wait != PointWaitPath::Unavailable {
+            SyncobjDevice::find()
+                .inspect_err(|e| tracing::warn!("fencebridge: no syncobj device: {e}"))
+                .ok()
+        } else {
+            None
+        };
+        let global = syncobj
+            .as_ref()
+            .map(|_| dh.create_global::<D, WpLinuxDrmSyncobjManagerV1, _>(1, SyncobjGlobalData));
+        let mut bridge_caps = BridgeCaps::from(&caps);
+        bridge_caps.timelines = syncobj.is_some();
+        tracing::info!(
+            "fencebridge: {}; linux-drm-syncobj-v1 {}",
+            caps.paths().join("; "),
+            if global.is_some() {
+                "offered"
+            } else {
+                "not offered"
+            }
+        );
+        FenceBridgeState {
+            dh: dh.clone(),
+            config,
+            bridge_caps,
+            stub: StubSignature::calibrate(),
+            syncobj,
+            global,
+            own_timeline: None,
+            clients: HashMap::new(),
+            next_id: 0,
+            caps,
+        }
+    }
+
+    /// What the probe found on this machine.
+    pub fn capabilities(&self) -> &Capabilities {
+        &self.caps
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The linux-drm-syncobj-v1 global, if offered.
+    pub fn syncobj_global(&self) -> Option<&GlobalId> {
+        self.global.as_ref()
+    }
+
+    /// The syncobj device client timelines are imported into, if any.
+    pub fn syncobj_device(&self) -> Option<&SyncobjDevice> {
+        self.syncobj.as_ref()
+    }
+
+    /// What the bridge did for one client (kept after it disconnects, for reports).
+    pub fn client_report(&self, client: &ClientId) -> Option<&ClientReport> {
+        self.clients.get(client).map(|c| &c.report)
+    }
+
+    /// Every client's report.
+    pub fn client_reports(&self) -> impl Iterator<Item = (&ClientId, &ClientReport)> {
+        self.clients.iter().map(|(id, c)| (id, &c.report))
+    }
+
+    /// A fresh id for a protocol object the bridge numbers (timelines).
+    pub(crate) fn next_id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    pub(crate) fn client_books(&mut self, client: &Client) -> &mut ClientBooks {
+        let threshold = self.config.non_fencing_after;
+        let dh = &self.dh;
+        self.clients
+            .entry(client.id())
+            .or_insert_with(|| ClientBooks {
+                classifier: ProducerClassifier::with_threshold(threshold),
+                report: ClientReport::new(client.get_credentials(dh).ok().map(|c| c.pid)),
+                timelines: 0,
+            })
+    }
+}
+
+/// Implements the linux-drm-syncobj-v1 dispatching for a compositor state type that
+/// implements [`FenceBridgeHandler`](crate::wayland::FenceBridgeHandler).
+#[macro_export]
+macro_rules! delegate_fencebridge {
+    ($ty: ty) => {
+        $crate::wayland::reexports::wayland_server::delegate_global_dispatch!($ty: [
+            $crate::wayland::reexports::wayland_protocols::wp::linux_drm_syncobj::v1::server::wp_linux_drm_syncobj_manager_v1::WpLinuxDrmSyncobjManagerV1:
+                $crate::wayland::SyncobjGlobalData
+        ] => $crate::wayland::FenceBridgeState);
+        $crate::wayland::reexports::wayland_server::delegate_dispatch!($ty: [
+            $crate::wayland::reexports::wayland_protocols::wp::linux_drm_syncobj::v1::server::wp_linux_drm_syncobj_manager_v1::WpLinuxDrmSyncobjManagerV1: ()
+        ] => $crate::wayland::FenceBridgeState);
+        $crate::wayland::reexports::wayland_server::delegate_dispatch!($ty: [
+            $crate::wayland::reexports::wayland_protocols::wp::linux_drm_syncobj::v1::server::wp_linux_drm_syncobj_surface_v1::WpLinuxDrmSyncobjSurfaceV1:
+                $crate::wayland::SyncobjSurfaceData
+        ] => $crate::wayland::FenceBridgeState);
+        $crate::wayland::reexports::wayland_server::delegate_dispatch!($ty: [
+            $crate::wayland::reexports::wayland_protocols::wp::linux_drm_syncobj::v1::server::wp_linux_drm_syncobj_timeline_v1::WpLinuxDrmSyncobjTimelineV1:
+                $crate::wayland::TimelineData
+        ] => $crate::wayland::FenceBridgeState);
+    };
+}

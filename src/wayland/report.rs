@@ -1,0 +1,174 @@
+//! What the bridge did, per client: the sync path of each commit, how long commits waited,
+//! what kind of producer the client is, releases deferred, waits overdue, protocol errors. The
+//! reference compositor and the tools print these.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::fmt;
+use std::time::Duration;
+
+use crate::bridge::producer_class::ProducerClass;
+
+/// The way one commit was synchronised.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum CommitPath {
+    /// Nothing attached, or a null attach.
+    NoBuffer,
+    /// A buffer the compositor copies on the CPU (`wl_shm`).
+    Shm,
+    /// An implicit dma-buf with nothing pending at commit: applied at once, no source.
+    ImplicitReady,
+    /// An implicit dma-buf held until the snapshot of its write fences signalled.
+    ImplicitWaited,
+    /// An implicit dma-buf that could not be waited for (no `EXPORT_SYNC_FILE`, or it failed).
+    ImplicitUnwaited,
+    /// linux-drm-syncobj-v1 with its acquire point already signalled: applied at once.
+    ExplicitReady,
+    /// linux-drm-syncobj-v1, held until its acquire point signalled.
+    ExplicitWaited,
+}
+
+impl fmt::Display for CommitPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            CommitPath::NoBuffer => "no buffer",
+            CommitPath::Shm => "shm",
+            CommitPath::ImplicitReady => "implicit, ready",
+            CommitPath::ImplicitWaited => "implicit, waited for the snapshot",
+            CommitPath::ImplicitUnwaited => "implicit, could not wait",
+            CommitPath::ExplicitReady => "explicit, ready",
+            CommitPath::ExplicitWaited => "explicit, waited for the acquire point",
+        })
+    }
+}
+
+/// How long held commits waited, from the commit request to their fence signalling.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WaitStats {
+    /// Waits finished.
+    pub count: u64,
+    /// The longest.
+    pub max: Duration,
+    /// The latest waits (at most [`WaitStats::KEPT`]), for the median.
+    pub recent: VecDeque<Duration>,
+}
+
+impl WaitStats {
+    /// How many recent waits are kept for the median.
+    pub const KEPT: usize = 4096;
+
+    pub(crate) fn record(&mut self, waited: Duration) {
+        self.count += 1;
+        self.max = self.max.max(waited);
+        if self.recent.len() == Self::KEPT {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(waited);
+    }
+
+    /// The median of the recent waits.
+    pub fn median(&self) -> Option<Duration> {
+        let mut sorted: Vec<_> = self.recent.iter().copied().collect();
+        sorted.sort_unstable();
+        sorted.get(sorted.len() / 2).copied()
+    }
+}
+
+/// What the bridge did for one client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientReport {
+    /// The client's process, if the socket told.
+    pub pid: Option<i32>,
+    /// Whether it fences its dma-bufs, as far as its commits tell.
+    pub producer: ProducerClass,
+    /// Commits per sync path.
+    pub commits: BTreeMap<CommitPath, u64>,
+    /// How long its held commits waited.
+    pub waits: WaitStats,
+    /// `wl_buffer.release`s held back until the compositor's reads were done.
+    pub releases_deferred: u64,
+    /// Release points signalled (by a read fence or at once).
+    pub release_points_signalled: u64,
+    /// Waits that passed the deadline.
+    pub overdue_waits: u64,
+    /// Protocol errors raised on it (it was disconnected) and tolerated (lenient mode).
+    pub protocol_errors: Vec<String>,
+}
+
+impl ClientReport {
+    pub(crate) fn new(pid: Option<i32>) -> Self {
+        ClientReport {
+            pid,
+            producer: ProducerClass::Unknown,
+            commits: BTreeMap::new(),
+            waits: WaitStats::default(),
+            releases_deferred: 0,
+            release_points_signalled: 0,
+            overdue_waits: 0,
+            protocol_errors: Vec::new(),
+        }
+    }
+
+    /// Commits that took `path`.
+    pub fn commits_by(&self, path: CommitPath) -> u64 {
+        self.commits.get(&path).copied().unwrap_or(0)
+    }
+
+    pub(crate) fn count(&mut self, path: CommitPath) {
+        *self.commits.entry(path).or_default() += 1;
+    }
+}
+
+/// A commit still waiting for its fence at the deadline: who, what, for how long.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OverdueWait {
+    /// The client's process, if known.
+    pub pid: Option<i32>,
+    /// The surface, as `wl_surface@N`.
+    pub surface: String,
+    /// The fence waited for: a sync_file's fences, or a client timeline point.
+    pub fence: String,
+    /// How long it has waited.
+    pub waited: Duration,
+    /// Whether the commit is applied anyway ([`super::OverduePolicy::ShowAnyway`]).
+    pub shown_anyway: bool,
+}
+
+impl fmt::Display for OverdueWait {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let pid = self.pid.map_or("?".to_owned(), |p| p.to_string());
+        write!(
+            f,
+            "client pid {pid}: {} has waited {:.1?} for {}; {}",
+            self.surface,
+            self.waited,
+            self.fence,
+            if self.shown_anyway {
+                "showing the frame anyway"
+            } else {
+                "still holding the commit (its previous frame stays on screen)"
+            }
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_median_is_of_the_recent_waits() {
+        let mut stats = WaitStats::default();
+        assert_eq!(stats.median(), None);
+        for ms in [5, 1, 9] {
+            stats.record(Duration::from_millis(ms));
+        }
+        assert_eq!(stats.median(), Some(Duration::from_millis(5)));
+        assert_eq!((stats.count, stats.max), (3, Duration::from_millis(9)));
+        for _ in 0..WaitStats::KEPT {
+            stats.record(Duration::from_millis(2));
+        }
+        assert_eq!(stats.recent.len(), WaitStats::KEPT);
+        assert_eq!(stats.median(), Some(Duration::from_millis(2)));
+        assert_eq!(stats.max, Duration::from_millis(9));
+    }
+}

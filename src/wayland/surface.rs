@@ -1,0 +1,244 @@
+//! Per-surface books: the syncobj object and its pending points, the release books
+//! ([`ReleaseTracker`]) with the objects its actions name, and the commits still waiting.
+
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use smithay::backend::renderer::utils::Buffer as RendererBuffer;
+use smithay::reexports::wayland_server::protocol::wl_buffer::WlBuffer;
+use smithay::reexports::wayland_server::protocol::wl_surface::WlSurface;
+use smithay::wayland::compositor::{self, SurfaceData};
+use wayland_protocols::wp::linux_drm_syncobj::v1::server::wp_linux_drm_syncobj_surface_v1::WpLinuxDrmSyncobjSurfaceV1;
+
+use super::wait::WaitEntry;
+use super::{commit, release, FenceBridgeHandler};
+use crate::bridge::release::{Attach, ReleaseAction, ReleaseTracker};
+use crate::bridge::{BufferId, FenceId, TimelinePoint};
+use crate::fence::SyncFile;
+use crate::timeline::Timeline;
+
+/// Hooks `surface` into the bridge: call it from `CompositorHandler::new_surface` for every
+/// surface. (Idempotent; `get_surface` of linux-drm-syncobj-v1 calls it too.)
+pub fn track_surface<D: FenceBridgeHandler>(surface: &WlSurface) {
+    let added = compositor::with_states(surface, |states| {
+        states
+            .data_map
+            .insert_if_missing_threadsafe(|| Mutex::new(SurfaceBooks::default()))
+    });
+    if added {
+        compositor::add_pre_commit_hook::<D, _>(surface, commit::pre_commit::<D>);
+        compositor::add_post_commit_hook::<D, _>(surface, commit::post_commit::<D>);
+        compositor::add_destruction_hook::<D, _>(surface, release::surface_destroyed::<D>);
+    }
+}
+
+/// A point on a client timeline, with the timeline itself.
+#[derive(Debug, Clone)]
+pub(crate) struct ClientPoint {
+    pub timeline: Timeline,
+    pub point: TimelinePoint,
+}
+
+impl ClientPoint {
+    /// Signals the point on the CPU: for a point nothing of the compositor's reads for.
+    pub fn signal_now(&self) {
+        if let Err(e) = self.timeline.signal(self.point.value) {
+            tracing::error!("fencebridge: could not signal release {}: {e}", self.point);
+        }
+    }
+}
+
+/// A commit's release point until someone discharges it: the release books once the commit
+/// applies, or a CPU signal if it never does (replaced while queued, surface destroyed). Shared
+/// between the commit and the surface's books so that exactly one of them takes it.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ReleaseSlot(Arc<Mutex<Option<ClientPoint>>>);
+
+impl ReleaseSlot {
+    pub fn new(point: Option<ClientPoint>) -> Self {
+        ReleaseSlot(Arc::new(Mutex::new(point)))
+    }
+
+    pub fn take(&self) -> Option<ClientPoint> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).take()
+    }
+
+    pub fn same(&self, other: &ReleaseSlot) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+
+    /// Signals the point if nobody took it: its commit never applied, so nothing read for it.
+    pub fn discharge_unapplied(&self) {
+        if let Some(point) = self.take() {
+            point.signal_now();
+        }
+    }
+}
+
+/// One thing due, with the objects it needs.
+pub(crate) enum Due {
+    /// Signal a client's release point once `after` has signalled (now if `None`).
+    SignalPoint {
+        point: ClientPoint,
+        after: Option<Arc<SyncFile>>,
+    },
+    /// Let go of the renderer's hold on a buffer once `after` has signalled: smithay sends
+    /// `wl_buffer.release` when the last hold goes.
+    ReleaseBuffer {
+        hold: RendererBuffer,
+        after: Option<Arc<SyncFile>>,
+    },
+}
+
+/// The bridge's books for one surface.
+#[derive(Debug, Default)]
+pub(crate) struct SurfaceBooks {
+    /// Its `wp_linux_drm_syncobj_surface_v1`, if it has one.
+    pub syncobj: Option<WpLinuxDrmSyncobjSurfaceV1>,
+    pub pending_acquire: Option<ClientPoint>,
+    pub pending_release: Option<ClientPoint>,
+    /// Release points of commits not applied yet (see [`ReleaseSlot`]).
+    pub unapplied: Vec<ReleaseSlot>,
+    tracker: ReleaseTracker,
+    /// The buffer the surface shows, and its id in the release books.
+    current: Option<(WlBuffer, BufferId)>,
+    next_buffer: u64,
+    /// Release points the books may name.
+    release_points: Vec<ClientPoint>,
+    /// The latest read fence of the current buffer.
+    last_read: Option<(BufferId, FenceId, Arc<SyncFile>)>,
+    next_fence: u64,
+    /// The renderer's hold on the current buffer, taken when a read is reported: dropping it
+    /// lets smithay send `wl_buffer.release`, so keeping it defers the release.
+    hold: Option<(BufferId, RendererBuffer)>,
+    /// Commits waiting for their fence.
+    pub waits: Vec<WaitEntry>,
+}
+
+impl SurfaceBooks {
+    /// Runs `f` on the surface's books (`None` if the surface is not tracked). Never call it
+    /// inside `with_states` of the same surface.
+    pub fn with<T>(surface: &WlSurface, f: impl FnOnce(&mut SurfaceBooks) -> T) -> Option<T> {
+        compositor::with_states(surface, |states| Self::of(states).map(|mut b| f(&mut b)))
+    }
+
+    /// The books inside a `with_states`.
+    pub fn of(states: &SurfaceData) -> Option<MutexGuard<'_, SurfaceBooks>> {
+        states
+            .data_map
+            .get::<Mutex<SurfaceBooks>>()
+            .map(|m| m.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// The release books' name for what a commit attached (the same id when the current
+    /// buffer is attached again).
+    pub fn attach(&mut self, buffer: Option<Option<&WlBuffer>>) -> Attach {
+        match buffer {
+            None => Attach::Keep,
+            Some(None) => {
+                self.current = None;
+                Attach::Null
+            }
+            Some(Some(buffer)) => match &self.current {
+                Some((current, id)) if current == buffer => Attach::Buffer(*id),
+                _ => {
+                    self.next_buffer += 1;
+                    let id = BufferId(self.next_buffer);
+                    self.current = Some((buffer.clone(), id));
+                    Attach::Buffer(id)
+                }
+            },
+        }
+    }
+
+    /// Books an applied commit's release point (the tracker will name it).
+    pub fn owe_release_point(&mut self, point: ClientPoint) {
+        self.release_points.push(point);
+    }
+
+    /// Books a read of the current buffer; `hold` is the renderer's hold on it, if it keeps
+    /// one. Returns the read's id in the books, `None` for the buffer it read.
+    pub fn read(
+        &mut self,
+        fence: Option<SyncFile>,
+        hold: Option<RendererBuffer>,
+    ) -> Option<(BufferId, Option<FenceId>)> {
+        let (buffer, id) = self.current.clone()?;
+        if let Some(hold) = hold.filter(|h| *h == buffer) {
+            self.hold = Some((id, hold));
+        }
+        let fence = fence.map(|fence| {
+            self.next_fence += 1;
+            let fid = FenceId(self.next_fence);
+            self.last_read = Some((id, fid, Arc::new(fence)));
+            fid
+        });
+        Some((id, fence))
+    }
+
+    /// Feeds the release books and turns what they say is due into [`Due`]s.
+    pub fn book(&mut self, event: crate::bridge::release::ReleaseEvent) -> Vec<Due> {
+        let actions = self.tracker.handle(event);
+        let fence = |after: Option<FenceId>, books: &SurfaceBooks| {
+            let fence = after.and_then(|after| {
+                books
+                    .last_read
+                    .as_ref()
+                    .filter(|(_, id, _)| *id == after)
+                    .map(|(_, _, f)| f.clone())
+            });
+            if after.is_some() && fence.is_none() {
+                tracing::error!("fencebridge: a read fence the release books name is gone");
+            }
+            fence
+        };
+        let mut due = Vec::with_capacity(actions.len());
+        for action in actions {
+            match action {
+                ReleaseAction::SignalReleasePoint { point, after } => {
+                    let Some(i) = self.release_points.iter().position(|p| p.point == point) else {
+                        tracing::error!("fencebridge: release {point} is not in the books");
+                        continue;
+                    };
+                    let point = self.release_points.swap_remove(i);
+                    due.push(Due::SignalPoint {
+                        point,
+                        after: fence(after, self),
+                    });
+                }
+                ReleaseAction::SendBufferRelease { buffer, after } => {
+                    if let Some((_, hold)) = self.hold.take_if(|(id, _)| *id == buffer) {
+                        due.push(Due::ReleaseBuffer {
+                            hold,
+                            after: fence(after, self),
+                        });
+                    }
+                }
+                ReleaseAction::ForgetBuffer { buffer } => {
+                    self.hold.take_if(|(id, _)| *id == buffer);
+                }
+            }
+        }
+        // Whatever is not about the current buffer any more is let go of.
+        let current = self.current.as_ref().map(|(_, id)| *id);
+        self.last_read.take_if(|(id, _, _)| Some(*id) != current);
+        self.hold.take_if(|(id, _)| Some(*id) != current);
+        due
+    }
+
+    /// The surface is gone: everything still owed becomes due.
+    pub fn destroyed(&mut self) -> Vec<Due> {
+        self.syncobj = None;
+        self.pending_acquire = None;
+        if let Some(point) = self.pending_release.take() {
+            point.signal_now();
+        }
+        for slot in self.unapplied.drain(..) {
+            slot.discharge_unapplied();
+        }
+        let due = self.book(crate::bridge::release::ReleaseEvent::SurfaceDestroyed);
+        self.current = None;
+        self.last_read = None;
+        self.hold = None;
+        due
+    }
+}

@@ -1,0 +1,25 @@
+//! The smithay module end to end: a compositor built from `fencebridge::wayland` and real
+//! Wayland clients over sockets, with real fences (vgem) and timelines (virtio_gpu).
+
+mod harness;
+
+mod explicit;
+mod implicit;
+mod protocol_errors;
+
+use harness::{Server, TestClient};
+use smithay::reexports::wayland_server::backend::ClientId;
+use wayland_client::protocol::wl_surface::WlSurface as CSurface;
+
+/// The compositor's key for `client`'s `surface`.
+fn key(client: &TestClient, surface: &CSurface) -> (ClientId, u32) {
+    (
+        client.id.clone(),
+        wayland_client::Proxy::id(surface).protocol_id(),
+    )
+}
+
+/// A closure for [`Harness::run_until`]: `surface` has had `n` commits applied.
+fn applied(key: &(ClientId, u32), n: u32) -> impl Fn(&Server, &[&mut TestClient]) -> bool + '_ {
+    move |server, _| server.applied.get(key).copied().unwrap_or(0) >= n
+}
