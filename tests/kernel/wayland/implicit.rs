@@ -248,3 +248,36 @@ fn an_overdue_commit_can_be_shown_anyway() {
     assert!(h.server.overdue[0].shown_anyway);
     never.signal().unwrap();
 }
+
+#[test]
+fn the_compositors_write_fence_is_published_for_implicit_consumers() {
+    // A screencopy/PipeWire buffer the compositor renders into: a consumer reading it through
+    // implicit sync (from its own fd) waits for the compositor's rendering.
+    use smithay::backend::allocator::dmabuf::{Dmabuf, DmabufFlags};
+    use smithay::backend::allocator::{Fourcc, Modifier};
+    kernel();
+    let vgem = vgem();
+    let target = vgem.create_buffer(16, 16).unwrap();
+    let mut builder = Dmabuf::builder(
+        (16, 16),
+        Fourcc::Xrgb8888,
+        Modifier::Linear,
+        DmabufFlags::empty(),
+    );
+    builder.add_plane(
+        target.dmabuf().try_clone_to_owned().unwrap(),
+        0,
+        0,
+        target.pitch(),
+    );
+    let dmabuf = builder.build().unwrap();
+    let (render, rendering) = pending_fence(&vgem);
+    wayland::publish_compositor_write(&dmabuf, &rendering).unwrap();
+    let consumer = dmabuf::export_one(target.dmabuf(), Access::Read).unwrap();
+    assert!(
+        !signalled(&consumer),
+        "the consumer waits for the compositor's rendering"
+    );
+    render.signal().unwrap();
+    assert!(signalled(&consumer));
+}

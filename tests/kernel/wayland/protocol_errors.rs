@@ -176,3 +176,32 @@ fn the_global_is_offered_exactly_where_timelines_work() {
         "what the client sees"
     );
 }
+
+#[test]
+fn timelines_beyond_the_per_client_cap_are_refused() {
+    kernel();
+    let Some(device) = timeline_device("timeline_cap") else {
+        return;
+    };
+    let mut h = Harness::new(Config {
+        max_timelines_per_client: 2,
+        ..Config::default()
+    });
+    let mut c = h.connect();
+    let timeline = device.create_timeline().unwrap();
+    let fd = timeline.export_fd().unwrap();
+    for _ in 0..2 {
+        c.syncobj().import_timeline(fd.as_fd(), &c.qh, ());
+    }
+    h.roundtrip(&mut c);
+    assert_eq!(c.protocol_error(), None, "within the cap");
+    c.syncobj().import_timeline(fd.as_fd(), &c.qh, ());
+    h.roundtrip(&mut c);
+    assert_eq!(c.protocol_error(), Some((MANAGER_INTERFACE.to_owned(), 1)));
+    let report = h.report(&c);
+    assert!(
+        report.protocol_errors[0].contains("limit"),
+        "{:?}",
+        report.protocol_errors
+    );
+}
