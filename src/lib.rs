@@ -11,7 +11,9 @@
 //! - [`device`], [`timeline`]: DRM nodes and syncobj timelines;
 //! - [`caps`]: what this machine supports, with reasons;
 //! - [`source`]: calloop event sources for fences and timeline points;
-//! - [`producer`]: dma-buf producers (dma-heap, udmabuf, vgem) for calibration, tools and tests.
+//! - [`producer`]: dma-buf producers (dma-heap, udmabuf, vgem) for calibration, tools and tests;
+//! - [`v4l2`]: a checker for V4L2 capture devices as a compositor sees their frames (on top of
+//!   all of the above; `fencebridge v4l2`).
 //!
 //! # How to use
 //! ```no_run
@@ -39,6 +41,7 @@ pub mod producer;
 pub mod source;
 pub mod sys;
 pub mod timeline;
+pub mod v4l2;
 #[cfg(feature = "smithay")]
 pub mod wayland;
 

@@ -896,7 +896,10 @@ mod tests {
         let mut f = V4l2Format::new(3); // VIDEO_OVERLAY: its union holds pointers
         assert_eq!(vidioc_g_fmt(null.as_fd(), &mut f), Err(Errno::INVAL));
         let mut b = V4l2Buffer::new(V4L2_BUF_TYPE_VIDEO_CAPTURE, V4L2_MEMORY_USERPTR, 0);
-        assert_eq!(vidioc_qbuf(null.as_fd(), &mut b, &mut []), Err(Errno::INVAL));
+        assert_eq!(
+            vidioc_qbuf(null.as_fd(), &mut b, &mut []),
+            Err(Errno::INVAL)
+        );
         let mut b = V4l2Buffer::new(V4L2_BUF_TYPE_VIDEO_CAPTURE_MPLANE, V4L2_MEMORY_MMAP, 0);
         assert_eq!(
             vidioc_querybuf(null.as_fd(), &mut b, &mut []),

@@ -1,0 +1,253 @@
+//! What can go wrong when checking a V4L2 device, in words that tell the user what to do.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use rustix::io::Errno;
+
+use super::format::FourCc;
+
+/// Everything that can stop a V4L2 check.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The path does not exist.
+    #[error(
+        "{}: no such device (is the driver loaded? `ls /dev/video*` lists the video devices)",
+        .path.display()
+    )]
+    NoSuchDevice {
+        /// The path asked for.
+        path: PathBuf,
+    },
+    /// No device path was given and no /dev/video* node can capture.
+    #[error(
+        "no capture-capable video device: {looked_at} /dev/video* node(s) looked at, none has a \
+         video capture queue (load a capture driver, e.g. `modprobe vivid`, or name the device)"
+    )]
+    NoCaptureDevice {
+        /// How many /dev/video* nodes were looked at.
+        looked_at: usize,
+    },
+    /// The path is something other than a V4L2 video node.
+    #[error("{} is not a video device: {what}", .path.display())]
+    NotAVideoDevice {
+        /// The path asked for.
+        path: PathBuf,
+        /// What it is instead.
+        what: String,
+    },
+    /// A V4L2 node without a video capture queue (an output, VBI, metadata, radio... node).
+    #[error(
+        "{} ({card}) has no video capture queue: it is {kinds}; pick the device's capture node \
+         (`v4l2-ctl --list-devices` lists them)",
+        .path.display()
+    )]
+    NoCaptureQueue {
+        /// The path asked for.
+        path: PathBuf,
+        /// The device's name.
+        card: String,
+        /// What the node is, in words.
+        kinds: String,
+    },
+    /// A memory-to-memory device (a codec or a converter).
+    #[error(
+        "{} ({card}) is a memory-to-memory device (a codec or converter): its capture buffers \
+         are filled only from what is queued on its output side, which this checker does not \
+         feed; check the capture device that produces frames on its own",
+        .path.display()
+    )]
+    MemoryToMemory {
+        /// The path asked for.
+        path: PathBuf,
+        /// The device's name.
+        card: String,
+    },
+    /// `--format` names a format the capture queue does not offer.
+    #[error(
+        "{} does not offer format {requested} for capture; it offers: {}",
+        .path.display(), FourCcList(.offered)
+    )]
+    FormatNotOffered {
+        /// The path asked for.
+        path: PathBuf,
+        /// The format asked for.
+        requested: FourCc,
+        /// What the capture queue(s) offer.
+        offered: Vec<FourCc>,
+    },
+    /// `--size` names a size the driver does not offer for the format (it chose another).
+    #[error(
+        "{} does not offer {}x{} in {fourcc}: the driver chose {}x{}{}",
+        .path.display(), .requested.0, .requested.1, .chosen.0, .chosen.1,
+        if .sizes.is_empty() { String::new() } else { format!("; sizes it offers: {}", .sizes) }
+    )]
+    SizeNotOffered {
+        /// The path asked for.
+        path: PathBuf,
+        /// The format.
+        fourcc: FourCc,
+        /// The size asked for.
+        requested: (u32, u32),
+        /// The size the driver set instead.
+        chosen: (u32, u32),
+        /// The sizes VIDIOC_ENUM_FRAMESIZES lists, in words (may be empty).
+        sizes: String,
+    },
+    /// The driver cannot hand its buffers out as dma-bufs.
+    #[error(
+        "{} cannot export its buffers as dma-bufs: {why}. A compositor can only be given this \
+         device's frames through dma-bufs (VIDIOC_EXPBUF of MMAP buffers); with a USERPTR-only \
+         driver, frames must be copied into buffers the application allocates",
+        .path.display()
+    )]
+    ExpbufUnsupported {
+        /// The path asked for.
+        path: PathBuf,
+        /// What the kernel said.
+        why: String,
+    },
+    /// Another open file owns the device's buffer queue.
+    #[error(
+        "{} is busy: {op} answered EBUSY, so another program is streaming from it or holds its \
+         buffers (`fuser -v {}` shows who); stop it and try again",
+        .path.display(), .path.display()
+    )]
+    DeviceBusy {
+        /// The path asked for.
+        path: PathBuf,
+        /// The ioctl that said so.
+        op: &'static str,
+    },
+    /// The device node cannot be opened by this user.
+    #[error(
+        "{}: permission denied (join the `video` group, or run as root)",
+        .path.display()
+    )]
+    PermissionDenied {
+        /// The path asked for.
+        path: PathBuf,
+    },
+    /// Streaming started but the device delivered no frame in time.
+    #[error(
+        "{} delivered no frame for {} ms ({done} of {wanted} frames so far): is its input \
+         connected and producing a signal?",
+        .path.display(), .waited_ms
+    )]
+    NoFrames {
+        /// The path asked for.
+        path: PathBuf,
+        /// How long it waited.
+        waited_ms: u64,
+        /// Frames received before.
+        done: u32,
+        /// Frames wanted.
+        wanted: u32,
+    },
+    /// A fence operation on the exported dma-bufs failed.
+    #[error("{}: {op}: {source}", .path.display())]
+    Fence {
+        /// The path asked for.
+        path: PathBuf,
+        /// What was being done.
+        op: &'static str,
+        /// The fence core's error.
+        source: crate::Error,
+    },
+    /// Any other kernel call failed.
+    #[error("{}: {op} failed: {errno}", .path.display())]
+    Io {
+        /// The path asked for.
+        path: PathBuf,
+        /// The call, as the kernel names it.
+        op: &'static str,
+        /// What the kernel answered.
+        errno: Errno,
+    },
+}
+
+impl Error {
+    /// A stable name for tools (`no-such-device`, `device-busy`...).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::NoSuchDevice { .. } => "no-such-device",
+            Error::NoCaptureDevice { .. } => "no-capture-device",
+            Error::NotAVideoDevice { .. } => "not-a-video-device",
+            Error::NoCaptureQueue { .. } => "no-capture-queue",
+            Error::MemoryToMemory { .. } => "memory-to-memory",
+            Error::FormatNotOffered { .. } => "format-not-offered",
+            Error::SizeNotOffered { .. } => "size-not-offered",
+            Error::ExpbufUnsupported { .. } => "expbuf-unsupported",
+            Error::DeviceBusy { .. } => "device-busy",
+            Error::PermissionDenied { .. } => "permission-denied",
+            Error::NoFrames { .. } => "no-frames",
+            Error::Fence { .. } => "fence",
+            Error::Io { .. } => "io",
+        }
+    }
+
+    /// The errno behind this error, where there is one.
+    pub fn errno(&self) -> Option<Errno> {
+        match self {
+            Error::Io { errno, .. } => Some(*errno),
+            Error::DeviceBusy { .. } => Some(Errno::BUSY),
+            Error::PermissionDenied { .. } => Some(Errno::ACCESS),
+            Error::NoSuchDevice { .. } => Some(Errno::NOENT),
+            Error::Fence { source, .. } => source.errno(),
+            _ => None,
+        }
+    }
+}
+
+/// A list of fourccs, comma-separated.
+struct FourCcList<'a>(&'a [FourCc]);
+
+impl fmt::Display for FourCcList<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.is_empty() {
+            return f.write_str("nothing");
+        }
+        for (i, fourcc) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            write!(f, "{fourcc}")?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_say_what_to_do() {
+        let path = PathBuf::from("/dev/video7");
+        let e = Error::FormatNotOffered {
+            path: path.clone(),
+            requested: "ABCD".parse().unwrap(),
+            offered: vec!["YUYV".parse().unwrap(), "NV12".parse().unwrap()],
+        };
+        assert_eq!(
+            e.to_string(),
+            "/dev/video7 does not offer format ABCD for capture; it offers: YUYV, NV12"
+        );
+        let e = Error::DeviceBusy {
+            path: path.clone(),
+            op: "VIDIOC_REQBUFS",
+        };
+        assert!(e.to_string().contains("fuser -v /dev/video7"), "{e}");
+        let e = Error::SizeNotOffered {
+            path,
+            fourcc: "YUYV".parse().unwrap(),
+            requested: (123, 45),
+            chosen: (640, 360),
+            sizes: String::new(),
+        };
+        assert_eq!(
+            e.to_string(),
+            "/dev/video7 does not offer 123x45 in YUYV: the driver chose 640x360"
+        );
+    }
+}
