@@ -71,7 +71,8 @@ struct VmArgs {
     /// vgem virtio_gpu udmabuf vivid.
     #[arg(long = "module", value_name = "MODULE")]
     modules: Vec<String>,
-    /// Module parameters, as MODULE=PARAMS (`vivid=multiplanar=2`); repeatable.
+    /// Module parameters, as MODULE=PARAMS (`vivid=multiplanar=2`); repeatable. They replace
+    /// that module's defaults (vivid: four instances, see xtask/src/vm.rs).
     #[arg(long = "param", value_name = "MODULE=PARAMS", value_parser = split_assignment)]
     params: Vec<(String, String)>,
     /// An environment variable for the program, as NAME=VALUE; repeatable.
@@ -153,7 +154,8 @@ fn run_vm(args: VmArgs) -> Result<ExitCode> {
         }
         all.push_str(&params);
     }
-    run.modparams = modparams;
+    // A module's --param replaces its default parameters; the other defaults stay.
+    run.modparams.extend(modparams);
     run.env.extend(args.env);
     run.share = args.share;
     run.timeout = Duration::from_secs(args.timeout);

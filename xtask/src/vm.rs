@@ -25,6 +25,16 @@ use crate::{cmd, initramfs};
 /// so, and the tests that need it skip).
 pub const DEFAULT_MODULES: [&str; 4] = ["vgem", "virtio_gpu", "udmabuf", "vivid"];
 
+/// Module parameters of every boot, unless a run replaces a module's. vivid makes four
+/// instances (its parameters are per-instance arrays): instance 0 keeps vivid's defaults
+/// (single-planar, vmalloc, all node types), and 1–3 are a capture and an output node each,
+/// covering single-planar dma-contig, multi-planar vmalloc and multi-planar dma-contig. The
+/// V4L2 kernel tests tell them apart by bus_info (`platform:vivid-00N`).
+pub const DEFAULT_MODPARAMS: [(&str, &str); 1] = [(
+    "vivid",
+    "n_devs=4 multiplanar=1,1,2,2 allocators=0,1,0,1 node_types=0xe1d3d,0x101,0x101,0x101",
+)];
+
 /// Long enough for the whole kernel suite under emulation, short enough that a hung test does
 /// not eat CI's time.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
@@ -78,7 +88,10 @@ impl VmRun {
             cwd: env::current_dir()?,
             env,
             modules: DEFAULT_MODULES.map(str::to_owned).to_vec(),
-            modparams: BTreeMap::new(),
+            modparams: DEFAULT_MODPARAMS
+                .iter()
+                .map(|&(m, p)| (m.to_owned(), p.to_owned()))
+                .collect(),
             share: None,
             timeout: DEFAULT_TIMEOUT,
             echo: true,
