@@ -13,4 +13,5 @@ mod producers;
 mod sources;
 mod stub;
 mod timeline;
+mod v4l2;
 mod wayland;
