@@ -238,6 +238,18 @@ mod tests {
             op: "VIDIOC_REQBUFS",
         };
         assert!(e.to_string().contains("fuser -v /dev/video7"), "{e}");
+        let e = Error::MemoryToMemory {
+            path: path.clone(),
+            card: "vim2m".into(),
+        };
+        assert!(
+            e.to_string().starts_with(
+                "/dev/video7 (vim2m) is a memory-to-memory device (a codec or converter): its \
+                 capture buffers are filled only from what is queued on its output side"
+            ),
+            "{e}"
+        );
+        assert_eq!(e.kind(), "memory-to-memory");
         let e = Error::SizeNotOffered {
             path,
             fourcc: "YUYV".parse().unwrap(),
