@@ -1,0 +1,206 @@
+//! The compositor's state and its smithay handlers: wl_compositor, xdg_shell, wl_shm,
+//! linux-dmabuf and fencebridge. Everything fencebridge needs is marked `// fencebridge:`.
+
+use std::sync::Arc;
+
+use fencebridge::wayland::{self, Config, FenceBridgeHandler, FenceBridgeState, OverdueWait};
+use smithay::backend::allocator::dmabuf::Dmabuf;
+use smithay::backend::allocator::{Format, Fourcc, Modifier};
+use smithay::backend::renderer::utils::on_commit_buffer_handler;
+use smithay::input::{Seat, SeatHandler, SeatState};
+use smithay::reexports::calloop::LoopHandle;
+use smithay::reexports::wayland_server::backend::{ClientData, ClientId, DisconnectReason};
+use smithay::reexports::wayland_server::protocol::{wl_buffer, wl_seat, wl_surface::WlSurface};
+use smithay::reexports::wayland_server::{Client, DisplayHandle};
+use smithay::utils::Serial;
+use smithay::wayland::buffer::BufferHandler;
+use smithay::wayland::compositor::{CompositorClientState, CompositorHandler, CompositorState};
+use smithay::wayland::dmabuf::{DmabufGlobal, DmabufHandler, DmabufState, ImportNotifier};
+use smithay::wayland::shell::xdg::{
+    PopupSurface, PositionerState, ToplevelSurface, XdgShellHandler, XdgShellState,
+};
+use smithay::wayland::shm::{ShmHandler, ShmState};
+use smithay::{
+    delegate_compositor, delegate_dmabuf, delegate_seat, delegate_shm, delegate_xdg_shell,
+};
+
+/// The formats this compositor shows: what GPUs, video decoders and cameras produce.
+pub const FORMATS: [Fourcc; 4] = [
+    Fourcc::Xrgb8888,
+    Fourcc::Argb8888,
+    Fourcc::Yuyv,
+    Fourcc::Nv12,
+];
+
+/// The reference compositor.
+pub struct Nested {
+    pub loop_handle: LoopHandle<'static, Nested>,
+    compositor: CompositorState,
+    xdg_shell: XdgShellState,
+    shm: ShmState,
+    dmabuf: DmabufState,
+    _dmabuf_global: DmabufGlobal,
+    /// fencebridge: the bridge's state.
+    pub bridge: FenceBridgeState,
+    /// Whether surfaces go through the bridge (off: the compositor a stale-frame test must
+    /// catch).
+    pub bridge_on: bool,
+    /// Toplevels, in mapping order (the output tiles them left to right).
+    pub toplevels: Vec<ToplevelSurface>,
+    seat_state: SeatState<Nested>,
+    _seat: Seat<Nested>,
+}
+
+impl Nested {
+    pub fn new(
+        dh: &DisplayHandle,
+        loop_handle: LoopHandle<'static, Nested>,
+        bridge_on: bool,
+    ) -> Self {
+        let mut dmabuf = DmabufState::new();
+        let formats = FORMATS.map(|code| Format {
+            code,
+            modifier: Modifier::Linear,
+        });
+        let dmabuf_global = dmabuf.create_global::<Nested>(dh, formats);
+        let config = Config {
+            explicit_sync: bridge_on,
+            ..Config::default()
+        };
+        let mut seat_state = SeatState::new();
+        let seat = seat_state.new_wl_seat(dh, "seat0");
+        Nested {
+            seat_state,
+            _seat: seat,
+            loop_handle,
+            compositor: CompositorState::new::<Nested>(dh),
+            xdg_shell: XdgShellState::new::<Nested>(dh),
+            shm: ShmState::new::<Nested>(dh, vec![]),
+            dmabuf,
+            _dmabuf_global: dmabuf_global,
+            bridge: FenceBridgeState::new::<Nested>(dh, config),
+            bridge_on,
+            toplevels: Vec::new(),
+        }
+    }
+}
+
+/// Per-client data.
+#[derive(Default)]
+pub struct ClientState {
+    compositor: CompositorClientState,
+}
+
+impl ClientData for ClientState {
+    fn disconnected(&self, _: ClientId, reason: DisconnectReason) {
+        tracing::info!("client gone: {reason:?}");
+    }
+}
+
+impl CompositorHandler for Nested {
+    fn compositor_state(&mut self) -> &mut CompositorState {
+        &mut self.compositor
+    }
+
+    fn client_compositor_state<'a>(&self, client: &'a Client) -> &'a CompositorClientState {
+        &client
+            .get_data::<ClientState>()
+            .expect("clients are inserted with a ClientState")
+            .compositor
+    }
+
+    fn new_surface(&mut self, surface: &WlSurface) {
+        if self.bridge_on {
+            wayland::track_surface::<Self>(surface); // fencebridge: every surface
+        }
+    }
+
+    fn commit(&mut self, surface: &WlSurface) {
+        on_commit_buffer_handler::<Self>(surface);
+        if let Some(toplevel) = self.toplevels.iter().find(|t| t.wl_surface() == surface) {
+            if !toplevel.is_initial_configure_sent() {
+                toplevel.send_configure();
+            }
+        }
+    }
+}
+
+impl FenceBridgeHandler for Nested {
+    fn fencebridge_state(&mut self) -> &mut FenceBridgeState {
+        &mut self.bridge
+    }
+
+    fn loop_handle(&self) -> LoopHandle<'static, Self> {
+        self.loop_handle.clone()
+    }
+
+    fn wait_overdue(&mut self, wait: &OverdueWait) {
+        eprintln!("nested: overdue fence: {wait}");
+    }
+}
+
+fencebridge::delegate_fencebridge!(Nested);
+
+impl XdgShellHandler for Nested {
+    fn xdg_shell_state(&mut self) -> &mut XdgShellState {
+        &mut self.xdg_shell
+    }
+
+    fn new_toplevel(&mut self, surface: ToplevelSurface) {
+        self.toplevels.push(surface);
+    }
+
+    fn toplevel_destroyed(&mut self, surface: ToplevelSurface) {
+        self.toplevels.retain(|t| t != &surface);
+    }
+
+    fn new_popup(&mut self, _: PopupSurface, _: PositionerState) {}
+
+    fn grab(&mut self, _: PopupSurface, _: wl_seat::WlSeat, _: Serial) {}
+
+    fn reposition_request(&mut self, _: PopupSurface, _: PositionerState, _: u32) {}
+}
+
+impl BufferHandler for Nested {
+    fn buffer_destroyed(&mut self, _: &wl_buffer::WlBuffer) {}
+}
+
+impl ShmHandler for Nested {
+    fn shm_state(&self) -> &ShmState {
+        &self.shm
+    }
+}
+
+impl DmabufHandler for Nested {
+    fn dmabuf_state(&mut self) -> &mut DmabufState {
+        &mut self.dmabuf
+    }
+
+    fn dmabuf_imported(&mut self, _: &DmabufGlobal, _: Dmabuf, notifier: ImportNotifier) {
+        // The CPU renderer maps any linear dma-buf of the advertised formats.
+        let _ = notifier.successful::<Nested>();
+    }
+}
+
+impl SeatHandler for Nested {
+    type KeyboardFocus = WlSurface;
+    type PointerFocus = WlSurface;
+    type TouchFocus = WlSurface;
+
+    fn seat_state(&mut self) -> &mut SeatState<Nested> {
+        &mut self.seat_state
+    }
+}
+
+delegate_seat!(Nested);
+delegate_compositor!(Nested);
+delegate_xdg_shell!(Nested);
+delegate_shm!(Nested);
+delegate_dmabuf!(Nested);
+
+/// Inserts a client connection.
+pub fn insert_client(dh: &mut DisplayHandle, stream: std::os::unix::net::UnixStream) {
+    if let Err(e) = dh.insert_client(stream, Arc::new(ClientState::default())) {
+        tracing::warn!("could not insert a client: {e}");
+    }
+}
