@@ -117,8 +117,8 @@ impl SyncFile {
             fences: fences
                 .iter()
                 .map(|f| FenceInfo {
-                    driver: c_name(&f.driver_name),
-                    timeline: c_name(&f.obj_name),
+                    driver: sys::c_name(&f.driver_name),
+                    timeline: sys::c_name(&f.obj_name),
                     status: FenceStatus::from_kernel(f.status),
                     timestamp_ns: f.timestamp_ns,
                 })
@@ -191,11 +191,6 @@ impl From<SyncFile> for OwnedFd {
     }
 }
 
-fn c_name(bytes: &[u8]) -> String {
-    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
-    String::from_utf8_lossy(&bytes[..end]).into_owned()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -207,14 +202,6 @@ mod tests {
         assert_eq!(FenceStatus::from_kernel(-5), FenceStatus::Error(-5));
         assert!(!FenceStatus::Pending.is_done());
         assert!(FenceStatus::Error(-5).is_done());
-    }
-
-    #[test]
-    fn names_stop_at_the_first_nul() {
-        let mut raw = [0u8; 32];
-        raw[..4].copy_from_slice(b"stub");
-        assert_eq!(c_name(&raw), "stub");
-        assert_eq!(c_name(&[b'x'; 32]), "x".repeat(32));
     }
 
     #[test]

@@ -62,6 +62,12 @@ unsafe fn own(raw: RawFd) -> OwnedFd {
     unsafe { OwnedFd::from_raw_fd(raw) }
 }
 
+/// A fixed-size, NUL-padded name the kernel filled (driver, timeline, card names), as text.
+pub(crate) fn c_name(bytes: &[u8]) -> String {
+    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    String::from_utf8_lossy(&bytes[..end]).into_owned()
+}
+
 // ---------------------------------------------------------------------------------------------
 // dma-buf (include/uapi/linux/dma-buf.h)
 
@@ -470,6 +476,14 @@ mod tests {
         assert_eq!(DRM_IOCTL_VGEM_FENCE_SIGNAL, 0x4008_6442);
         assert_eq!(UDMABUF_CREATE, 0x4018_7542);
         assert_eq!(DMA_HEAP_IOCTL_ALLOC, 0xc018_4800);
+    }
+
+    #[test]
+    fn names_stop_at_the_first_nul() {
+        let mut raw = [0u8; 32];
+        raw[..4].copy_from_slice(b"stub");
+        assert_eq!(c_name(&raw), "stub");
+        assert_eq!(c_name(&[b'x'; 32]), "x".repeat(32));
     }
 
     #[test]

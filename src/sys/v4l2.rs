@@ -34,7 +34,7 @@ use std::os::raw::c_ulong;
 use rustix::io::{Errno, Result};
 use rustix::ioctl::{opcode, Opcode, Setter, Updater};
 
-use super::{call, own};
+use super::{c_name, call, own};
 
 // ---------------------------------------------------------------------------------------------
 // Constants
@@ -810,11 +810,6 @@ pub fn vidioc_enum_framesizes(video: BorrowedFd<'_>, e: &mut V4l2FrmSizeEnum) ->
     // SAFETY: the opcode is _IOWR('V', 74, struct v4l2_frmsizeenum) and `e` has that layout
     // (the union is the `[u32; 6]`); no pointers, and the kernel writes only inside it.
     unsafe { call(video, Updater::<{ VIDIOC_ENUM_FRAMESIZES }, _>::new(e)) }
-}
-
-fn c_name(bytes: &[u8]) -> String {
-    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
-    String::from_utf8_lossy(&bytes[..end]).into_owned()
 }
 
 #[cfg(test)]
