@@ -524,7 +524,7 @@ fn next_frame(
             return Ok(frame);
         }
         let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() || !device.wait_frame(left)? && Instant::now() >= deadline {
+        if left.is_zero() {
             return Err(Error::NoFrames {
                 path: device.path().to_owned(),
                 waited_ms: options.frame_timeout.as_millis() as u64,
@@ -532,6 +532,8 @@ fn next_frame(
                 wanted: options.frames,
             });
         }
+        // Ready or timed out: the next turn dequeues or gives up.
+        device.wait_frame(left)?;
     }
 }
 
