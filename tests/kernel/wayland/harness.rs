@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fencebridge::bridge::producer_class::BecameNonFencing;
+use fencebridge::producer::{Vgem, VgemBuffer};
 use fencebridge::wayland::{self, Config, FenceBridgeHandler, FenceBridgeState, OverdueWait};
 use smithay::backend::allocator::{Format, Fourcc, Modifier};
 use smithay::backend::renderer::utils::on_commit_buffer_handler;
@@ -257,6 +258,13 @@ impl TestClient {
         );
         params.destroy();
         buffer
+    }
+
+    /// A 16×16 vgem buffer (fences attached by hand) and its linux-dmabuf wl_buffer.
+    pub fn vgem_buffer(&self, vgem: &Vgem) -> (VgemBuffer, CBuffer) {
+        let buf = vgem.create_buffer(16, 16).unwrap();
+        let wl = self.dmabuf_buffer(buf.dmabuf(), 16, 16, buf.pitch());
+        (buf, wl)
     }
 
     /// A wl_shm buffer of 4×4 XRGB.

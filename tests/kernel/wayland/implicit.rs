@@ -18,8 +18,7 @@ fn an_implicit_commit_waits_for_its_pending_write_fence() {
     let vgem = vgem();
     let mut h = Harness::default_config();
     let mut c = h.connect();
-    let buf = vgem.create_buffer(16, 16).unwrap();
-    let wl = c.dmabuf_buffer(buf.dmabuf(), 16, 16, buf.pitch());
+    let (buf, wl) = c.vgem_buffer(&vgem);
     let surface = c.surface();
     let fence = buf.attach_fence(true).unwrap();
     c.commit(&surface, Some(&wl));
@@ -43,8 +42,7 @@ fn a_fence_added_after_the_commit_does_not_delay_it() {
     let vgem = vgem();
     let mut h = Harness::default_config();
     let mut c = h.connect();
-    let buf = vgem.create_buffer(16, 16).unwrap();
-    let wl = c.dmabuf_buffer(buf.dmabuf(), 16, 16, buf.pitch());
+    let (buf, wl) = c.vgem_buffer(&vgem);
     let surface = c.surface();
     let frame = buf.attach_fence(true).unwrap();
     c.commit(&surface, Some(&wl));
@@ -66,8 +64,7 @@ fn a_buffer_with_nothing_pending_applies_in_the_same_dispatch_without_a_wait() {
     let vgem = vgem();
     let mut h = Harness::default_config();
     let mut c = h.connect();
-    let buf = vgem.create_buffer(16, 16).unwrap();
-    let wl = c.dmabuf_buffer(buf.dmabuf(), 16, 16, buf.pitch());
+    let (_buf, wl) = c.vgem_buffer(&vgem);
     let surface = c.surface();
     h.roundtrip(&mut c);
     let ioctls = fencebridge::sys::ioctl_count();
@@ -97,12 +94,8 @@ fn release_waits_for_reads(producer_fences: bool) -> (bool, bool) {
     };
     let mut h = Harness::new(config);
     let mut c = h.connect();
-    let (a, b) = (
-        vgem.create_buffer(16, 16).unwrap(),
-        vgem.create_buffer(16, 16).unwrap(),
-    );
-    let wl_a = c.dmabuf_buffer(a.dmabuf(), 16, 16, a.pitch());
-    let wl_b = c.dmabuf_buffer(b.dmabuf(), 16, 16, b.pitch());
+    let (a, wl_a) = c.vgem_buffer(&vgem);
+    let (b, wl_b) = c.vgem_buffer(&vgem);
     let surface = c.surface();
     let k = key(&c, &surface);
     // Classify the producer: a pending fence once, or the stub twice.
@@ -165,8 +158,7 @@ fn a_non_fencing_producer_is_reported_once() {
     };
     let mut h = Harness::new(config);
     let mut c = h.connect();
-    let buf = vgem.create_buffer(16, 16).unwrap();
-    let wl = c.dmabuf_buffer(buf.dmabuf(), 16, 16, buf.pitch());
+    let (_buf, wl) = c.vgem_buffer(&vgem);
     let surface = c.surface();
     for n in 1..=6 {
         c.commit(&surface, Some(&wl));
@@ -191,15 +183,13 @@ fn a_stuck_fence_is_diagnosed_and_never_delays_another_client() {
     };
     let mut h = Harness::new(config);
     let (mut stuck, mut other) = (h.connect(), h.connect());
-    let buf = vgem.create_buffer(16, 16).unwrap();
-    let wl = stuck.dmabuf_buffer(buf.dmabuf(), 16, 16, buf.pitch());
+    let (buf, wl) = stuck.vgem_buffer(&vgem);
     let surface = stuck.surface();
     let never = buf.attach_fence(true).unwrap();
     stuck.commit(&surface, Some(&wl));
     h.roundtrip(&mut stuck);
 
-    let other_buf = vgem.create_buffer(16, 16).unwrap();
-    let other_wl = other.dmabuf_buffer(other_buf.dmabuf(), 16, 16, other_buf.pitch());
+    let (_other_buf, other_wl) = other.vgem_buffer(&vgem);
     let other_surface = other.surface();
     for n in 1..=3 {
         other.commit(&other_surface, Some(&other_wl));
@@ -237,8 +227,7 @@ fn an_overdue_commit_can_be_shown_anyway() {
     };
     let mut h = Harness::new(config);
     let mut c = h.connect();
-    let buf = vgem.create_buffer(16, 16).unwrap();
-    let wl = c.dmabuf_buffer(buf.dmabuf(), 16, 16, buf.pitch());
+    let (buf, wl) = c.vgem_buffer(&vgem);
     let surface = c.surface();
     let never = buf.attach_fence(true).unwrap();
     c.commit(&surface, Some(&wl));
