@@ -126,15 +126,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
 
     let frame = Duration::from_secs(1) / args.fps.max(1);
-    let run_slot = std::rc::Rc::new(std::cell::RefCell::new(Some(run)));
+    let run_slot = std::rc::Rc::new(std::cell::RefCell::new(run));
     let timer_run = run_slot.clone();
     event_loop
         .handle()
         .insert_source(Timer::from_duration(frame), move |_, _, state| {
-            let mut run = timer_run.borrow_mut();
-            let Some(run) = run.as_mut() else {
-                return TimeoutAction::Drop;
-            };
+            let run = &mut *timer_run.borrow_mut();
             headless::render_frame(state, &mut run.canvas, run.started.elapsed());
             run.frames += 1;
             let client_done = match &mut run.client {
@@ -152,10 +149,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     event_loop.run(None, &mut state, |_| {
         let _ = flush.flush_clients();
     })?;
-    let mut run = run_slot
-        .borrow_mut()
-        .take()
-        .expect("the run outlives the loop");
+    let run = &mut *run_slot.borrow_mut();
     if let Some(child) = &mut run.client {
         let _ = child.kill();
         let status = child.wait()?;

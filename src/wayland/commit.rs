@@ -230,9 +230,9 @@ pub(crate) fn pre_commit<D: FenceBridgeHandler>(
             Some(fence) => {
                 let fence = Arc::new(fence);
                 record.acquire_fence = Some(fence.clone());
-                if matches!(fence.is_signalled(), Ok(true)) {
-                    CommitPath::ImplicitReady
-                } else if wait::hold(state, dh, surface, started, WaitOn::Snapshot(fence)) {
+                // The export just polled it pending; if it signalled since, the source fires
+                // at once (no second poll here).
+                if wait::hold(state, dh, surface, started, WaitOn::Snapshot(fence)) {
                     CommitPath::ImplicitWaited
                 } else {
                     CommitPath::ImplicitUnwaited
