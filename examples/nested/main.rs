@@ -3,21 +3,28 @@
 //! `fencebridge:`) and proves the bridge end to end in the VM.
 //!
 //! ```text
-//! cargo run --example nested --features smithay -- [--no-bridge] [--png out.png] -- CLIENT ARGS
+//! cargo run --example nested --features smithay -- [--no-bridge] [--png out.png] \
+//!     [--client "PROGRAM ARGS"]... [-- PROGRAM ARGS]
 //! ```
-//! It serves a Wayland socket (printed), runs CLIENT against it if given, and when the client
-//! exits (or after `--seconds`) writes the output as a PNG and prints, per client, which sync
-//! path its commits took, how long they waited and whether its producer fences.
+//! It serves a Wayland socket (printed) with wl_compositor, xdg_shell, wl_shm, linux-dmabuf,
+//! linux-drm-syncobj-v1 (fencebridge), a wl_output with xdg-output and wlr-screencopy (so
+//! `grim` can take a screenshot). It runs the clients against it, and when they have all exited
+//! (or after `--seconds`) writes the output as a PNG and prints, per client, which sync path
+//! its commits took, how long they waited, how many of its frames were shown, and whether its
+//! producer fences.
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 mod headless;
-// The renderer offers more than this first headless slice uses (screencopy writes, BT.709).
+// The renderer offers more than the compositor uses (BT.709, pixel probes for its tests).
 #[allow(dead_code)]
 mod render;
+mod screencopy;
 mod state;
 
+use std::cell::RefCell;
 use std::path::PathBuf;
 use std::process::{Child, Command};
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
@@ -27,7 +34,6 @@ use smithay::reexports::calloop::{EventLoop, Interest, LoopSignal, Mode, PostAct
 use smithay::reexports::wayland_server::Display;
 use smithay::wayland::socket::ListeningSocketSource;
 
-use render::Canvas;
 use state::Nested;
 
 #[derive(Parser)]
@@ -46,11 +52,16 @@ struct Args {
     /// Stop after this long even if the client still runs.
     #[arg(long, default_value_t = 30.0)]
     seconds: f64,
-    /// Frames per second of the output.
+    /// Frames per second of the output (at most: a frame is rendered only when something
+    /// changed).
     #[arg(long, default_value_t = 30)]
     fps: u32,
-    /// The client to run, and its arguments.
-    #[arg(last = true)]
+    /// A client to run, as one string of its program and arguments (split at spaces);
+    /// repeatable, the clients run side by side.
+    #[arg(long = "client", value_name = "COMMAND")]
+    clients: Vec<String>,
+    /// One more client, given as separate arguments.
+    #[arg(last = true, value_name = "PROGRAM ARGS")]
     client: Vec<String>,
 }
 
@@ -62,12 +73,21 @@ fn parse_size(s: &str) -> Result<(u32, u32), String> {
 
 /// What the loop carries besides the compositor.
 struct Run {
-    canvas: Canvas,
-    client: Option<Child>,
+    clients: Vec<Child>,
     started: Instant,
     deadline: Instant,
-    frames: u64,
     signal: LoopSignal,
+}
+
+impl Run {
+    /// Whether every client has exited (never, if there were none: then the deadline ends it).
+    fn clients_done(&mut self) -> bool {
+        !self.clients.is_empty()
+            && self
+                .clients
+                .iter_mut()
+                .all(|child| child.try_wait().ok().flatten().is_some())
+    }
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -81,7 +101,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let display = Display::<Nested>::new()?;
     let mut dh = display.handle();
     let mut flush = display.handle();
-    let mut state = Nested::new(&dh, event_loop.handle(), !args.no_bridge);
+    let mut state = Nested::new(&dh, event_loop.handle(), !args.no_bridge, args.size);
     eprintln!(
         "nested: fencebridge {}; {}",
         if state.bridge_on { "on" } else { "OFF" },
@@ -105,40 +125,39 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         },
     )?;
 
-    let client = match args.client.split_first() {
-        Some((program, rest)) => Some(
-            Command::new(program)
-                .args(rest)
-                .env("WAYLAND_DISPLAY", &socket_name)
-                .spawn()
-                .map_err(|e| format!("cannot run {program}: {e}"))?,
-        ),
-        None => None,
-    };
+    let commands = args
+        .clients
+        .iter()
+        .map(|c| c.split_whitespace().map(str::to_owned).collect::<Vec<_>>())
+        .chain((!args.client.is_empty()).then(|| args.client.clone()));
+    let mut clients = Vec::new();
+    for command in commands {
+        let Some((program, rest)) = command.split_first() else {
+            return Err("an empty --client".into());
+        };
+        let child = Command::new(program)
+            .args(rest)
+            .env("WAYLAND_DISPLAY", &socket_name)
+            .spawn()
+            .map_err(|e| format!("cannot run {program}: {e}"))?;
+        clients.push(child);
+    }
     let started = Instant::now();
-    let run = Run {
-        canvas: Canvas::new(args.size.0, args.size.1),
-        client,
+    let run = Rc::new(RefCell::new(Run {
+        clients,
         started,
         deadline: started + Duration::from_secs_f64(args.seconds),
-        frames: 0,
         signal: event_loop.get_signal(),
-    };
+    }));
 
     let frame = Duration::from_secs(1) / args.fps.max(1);
-    let run_slot = std::rc::Rc::new(std::cell::RefCell::new(run));
-    let timer_run = run_slot.clone();
+    let timer_run = run.clone();
     event_loop
         .handle()
         .insert_source(Timer::from_duration(frame), move |_, _, state| {
             let run = &mut *timer_run.borrow_mut();
-            headless::render_frame(state, &mut run.canvas, run.started.elapsed());
-            run.frames += 1;
-            let client_done = match &mut run.client {
-                Some(child) => child.try_wait().ok().flatten().is_some(),
-                None => false,
-            };
-            if client_done || Instant::now() >= run.deadline {
+            headless::render_if_dirty(state, run.started.elapsed());
+            if run.clients_done() || Instant::now() >= run.deadline {
                 run.signal.stop();
                 return TimeoutAction::Drop;
             }
@@ -149,26 +168,46 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     event_loop.run(None, &mut state, |_| {
         let _ = flush.flush_clients();
     })?;
-    let run = &mut *run_slot.borrow_mut();
-    if let Some(child) = &mut run.client {
+    for child in &mut run.borrow_mut().clients {
         let _ = child.kill();
         let status = child.wait()?;
-        eprintln!("nested: client exited: {status}");
+        eprintln!("nested: client {} exited: {status}", child.id());
     }
     if let Some(path) = &args.png {
-        render::write_png(&run.canvas, path)?;
+        render::write_png(&state.screen.canvas, path)?;
         println!("screenshot: {}", path.display());
     }
-    println!("frames rendered: {}", run.frames);
+    println!("frames rendered: {}", state.screen.frames);
     report(&state);
     Ok(())
 }
 
-/// Per client: sync paths, waits, producer class, deferred releases.
+/// Per client: frames shown, and what the bridge saw: sync paths, waits, producer class,
+/// deferred releases (nothing of that with the bridge off).
 fn report(state: &Nested) {
-    for (_, r) in state.bridge.client_reports() {
-        let pid = r.pid.map_or("?".to_owned(), |p| p.to_string());
-        println!("client pid {pid}: producer {:?}", r.producer);
+    let mut clients: Vec<_> = state.screen.shown.keys().collect();
+    for (id, _) in state.bridge.client_reports() {
+        if !state.screen.shown.contains_key(id) {
+            clients.push(id);
+        }
+    }
+    for id in clients {
+        let bridge = state.bridge.client_report(id);
+        let (pid, shown) = state
+            .screen
+            .shown
+            .get(id)
+            .copied()
+            .unwrap_or((bridge.and_then(|r| r.pid), 0));
+        let pid = pid.map_or("?".to_owned(), |p| p.to_string());
+        let Some(r) = bridge else {
+            println!("client pid {pid}: frames shown {shown}");
+            continue;
+        };
+        println!(
+            "client pid {pid}: producer {:?}, frames shown {shown}",
+            r.producer
+        );
         for (path, n) in &r.commits {
             println!("  {n:>6} commits: {path}");
         }

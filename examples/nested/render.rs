@@ -531,6 +531,40 @@ impl Canvas {
         }
     }
 
+    /// The part of the canvas inside the rectangle at (x, y) of `width`×`height`, clipped to
+    /// the canvas (a capture of an output region).
+    pub fn crop(&self, x: u32, y: u32, width: u32, height: u32) -> Canvas {
+        let x = x.min(self.width);
+        let y = y.min(self.height);
+        let width = width.min(self.width - x);
+        let height = height.min(self.height - y);
+        let mut pixels = Vec::with_capacity(width as usize * height as usize);
+        for row in self.rows().skip(y as usize).take(height as usize) {
+            pixels.extend_from_slice(&row[x as usize..(x + width) as usize]);
+        }
+        Canvas {
+            width,
+            height,
+            pixels,
+        }
+    }
+
+    /// Turns the rectangle at (x, y) of `width`×`height` (clipped) upside down: how a
+    /// y-inverted client buffer is shown after an upright blit.
+    pub fn flip_vertically(&mut self, x: u32, y: u32, width: u32, height: u32) {
+        let x = x.min(self.width) as usize;
+        let y = y.min(self.height) as usize;
+        let width = (width as usize).min(self.width as usize - x);
+        let height = (height as usize).min(self.height as usize - y);
+        let stride = self.width as usize;
+        for row in 0..height / 2 {
+            let (top, bottom) = (y + row, y + height - 1 - row);
+            let (upper, lower) = self.pixels.split_at_mut(bottom * stride);
+            upper[top * stride + x..top * stride + x + width]
+                .swap_with_slice(&mut lower[x..x + width]);
+        }
+    }
+
     /// Copies the canvas into an XRGB8888 (or ARGB8888: alpha is 0xff) buffer with the given
     /// stride, as a screen capture needs.
     pub fn write_xrgb8888(&self, dst: &mut [u8], stride: usize) -> Result<(), RenderError> {
@@ -1612,5 +1646,45 @@ mod tests {
             write_png(&canvas, &missing),
             Err(RenderError::Create { .. })
         ));
+    }
+
+    /// A 4×3 canvas whose pixel (x, y) is `0xff0000yx` (as hex digits).
+    fn numbered_canvas() -> Canvas {
+        let mut canvas = Canvas::new(4, 3);
+        for y in 0..3u32 {
+            for x in 0..4u32 {
+                canvas.pixels[(y * 4 + x) as usize] = OPAQUE | (y << 4) | x;
+            }
+        }
+        canvas
+    }
+
+    #[test]
+    fn crop_takes_the_region_and_clips_it() {
+        let canvas = numbered_canvas();
+        let part = canvas.crop(1, 1, 2, 2);
+        assert_eq!((part.width(), part.height()), (2, 2));
+        assert_eq!(
+            part.pixels(),
+            &[OPAQUE | 0x11, OPAQUE | 0x12, OPAQUE | 0x21, OPAQUE | 0x22]
+        );
+        let clipped = canvas.crop(3, 2, 10, 10);
+        assert_eq!(clipped.pixels(), &[OPAQUE | 0x23]);
+        assert!(canvas.crop(9, 9, 1, 1).pixels().is_empty());
+    }
+
+    #[test]
+    fn flip_vertically_turns_only_the_rectangle() {
+        let mut canvas = numbered_canvas();
+        canvas.flip_vertically(1, 0, 2, 3);
+        assert_eq!(canvas.pixel(1, 0), Some(OPAQUE | 0x21));
+        assert_eq!(canvas.pixel(2, 2), Some(OPAQUE | 0x02));
+        assert_eq!(canvas.pixel(1, 1), Some(OPAQUE | 0x11));
+        // Outside the rectangle nothing moved.
+        assert_eq!(canvas.pixel(0, 0), Some(OPAQUE));
+        assert_eq!(canvas.pixel(3, 2), Some(OPAQUE | 0x23));
+        let mut twice = canvas.clone();
+        twice.flip_vertically(1, 0, 2, 3);
+        assert_eq!(twice, numbered_canvas());
     }
 }

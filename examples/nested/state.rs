@@ -1,5 +1,6 @@
 //! The compositor's state and its smithay handlers: wl_compositor, xdg_shell, wl_shm,
-//! linux-dmabuf and fencebridge. Everything fencebridge needs is marked `// fencebridge:`.
+//! linux-dmabuf, wl_output (with xdg-output), wlr-screencopy and fencebridge. Everything
+//! fencebridge needs is marked `// fencebridge:`.
 
 use std::sync::Arc;
 
@@ -8,21 +9,32 @@ use smithay::backend::allocator::dmabuf::Dmabuf;
 use smithay::backend::allocator::{Format, Fourcc, Modifier};
 use smithay::backend::renderer::utils::on_commit_buffer_handler;
 use smithay::input::{Seat, SeatHandler, SeatState};
+use smithay::output::{Mode, Output, PhysicalProperties, Scale, Subpixel};
 use smithay::reexports::calloop::LoopHandle;
 use smithay::reexports::wayland_server::backend::{ClientData, ClientId, DisconnectReason};
 use smithay::reexports::wayland_server::protocol::{wl_buffer, wl_seat, wl_surface::WlSurface};
 use smithay::reexports::wayland_server::{Client, DisplayHandle};
-use smithay::utils::Serial;
+use smithay::utils::{Serial, Transform};
 use smithay::wayland::buffer::BufferHandler;
-use smithay::wayland::compositor::{CompositorClientState, CompositorHandler, CompositorState};
-use smithay::wayland::dmabuf::{DmabufGlobal, DmabufHandler, DmabufState, ImportNotifier};
+use smithay::wayland::compositor::{
+    with_states, BufferAssignment, CompositorClientState, CompositorHandler, CompositorState,
+    SurfaceAttributes,
+};
+use smithay::wayland::dmabuf::{
+    DmabufFeedbackBuilder, DmabufGlobal, DmabufHandler, DmabufState, ImportNotifier,
+};
+use smithay::wayland::output::{OutputHandler, OutputManagerState};
 use smithay::wayland::shell::xdg::{
     PopupSurface, PositionerState, ToplevelSurface, XdgShellHandler, XdgShellState,
 };
 use smithay::wayland::shm::{ShmHandler, ShmState};
 use smithay::{
-    delegate_compositor, delegate_dmabuf, delegate_seat, delegate_shm, delegate_xdg_shell,
+    delegate_compositor, delegate_dmabuf, delegate_output, delegate_seat, delegate_shm,
+    delegate_xdg_shell,
 };
+
+use crate::headless::{self, Screen};
+use crate::screencopy;
 
 /// The formats this compositor shows: what GPUs, video decoders and cameras produce.
 pub const FORMATS: [Fourcc; 4] = [
@@ -34,12 +46,16 @@ pub const FORMATS: [Fourcc; 4] = [
 
 /// The reference compositor.
 pub struct Nested {
+    pub display: DisplayHandle,
     pub loop_handle: LoopHandle<'static, Nested>,
     compositor: CompositorState,
     xdg_shell: XdgShellState,
     shm: ShmState,
     dmabuf: DmabufState,
     _dmabuf_global: DmabufGlobal,
+    _outputs: OutputManagerState,
+    /// The headless output and its last frame.
+    pub screen: Screen,
     /// fencebridge: the bridge's state.
     pub bridge: FenceBridgeState,
     /// Whether surfaces go through the bridge (off: the compositor a stale-frame test must
@@ -56,20 +72,35 @@ impl Nested {
         dh: &DisplayHandle,
         loop_handle: LoopHandle<'static, Nested>,
         bridge_on: bool,
+        (width, height): (u32, u32),
     ) -> Self {
         let mut dmabuf = DmabufState::new();
         let formats = FORMATS.map(|code| Format {
             code,
             modifier: Modifier::Linear,
         });
-        let dmabuf_global = dmabuf.create_global::<Nested>(dh, formats);
+        // linux-dmabuf v4 needs a main device for its feedback: the DRM render node if there
+        // is one (in the VM, virtio_gpu's); without one, v3 (formats and modifiers only).
+        let dmabuf_global = match main_device().and_then(|dev| {
+            DmabufFeedbackBuilder::new(dev, formats)
+                .build()
+                .map_err(|e| tracing::warn!("no dma-buf feedback: {e}"))
+                .ok()
+        }) {
+            Some(feedback) => dmabuf.create_global_with_default_feedback::<Nested>(dh, &feedback),
+            None => dmabuf.create_global::<Nested>(dh, formats),
+        };
         let config = Config {
             explicit_sync: bridge_on,
             ..Config::default()
         };
         let mut seat_state = SeatState::new();
         let seat = seat_state.new_wl_seat(dh, "seat0");
+        let outputs = OutputManagerState::new_with_xdg_output::<Nested>(dh);
+        let output = headless_output(dh, width, height);
+        screencopy::create_global(dh);
         Nested {
+            display: dh.clone(),
             seat_state,
             _seat: seat,
             loop_handle,
@@ -78,11 +109,50 @@ impl Nested {
             shm: ShmState::new::<Nested>(dh, vec![]),
             dmabuf,
             _dmabuf_global: dmabuf_global,
+            _outputs: outputs,
+            screen: Screen::new(output, width, height),
             bridge: FenceBridgeState::new::<Nested>(dh, config),
             bridge_on,
             toplevels: Vec::new(),
         }
     }
+}
+
+/// The offscreen output, advertised as a wl_output at (0, 0).
+fn headless_output(dh: &DisplayHandle, width: u32, height: u32) -> Output {
+    let output = Output::new(
+        "HEADLESS-1".to_owned(),
+        PhysicalProperties {
+            size: (0, 0).into(),
+            subpixel: Subpixel::Unknown,
+            make: "fencebridge".to_owned(),
+            model: "headless".to_owned(),
+        },
+    );
+    let mode = Mode {
+        size: (width as i32, height as i32).into(),
+        refresh: 60_000,
+    };
+    output.change_current_state(
+        Some(mode),
+        Some(Transform::Normal),
+        Some(Scale::Integer(1)),
+        Some((0, 0).into()),
+    );
+    output.set_preferred(mode);
+    let _global = output.create_global::<Nested>(dh);
+    output
+}
+
+/// The device number of the GPU's render node, if there is one (vgem, a software fence
+/// device, is no GPU a client would allocate for).
+fn main_device() -> Option<u64> {
+    fencebridge::device::DrmNode::list()
+        .into_iter()
+        .filter(|node| node.is_render_node())
+        .filter(|node| node.open().is_ok_and(|n| n.driver_name() != "vgem"))
+        .find_map(|node| rustix::fs::stat(node.path()).ok())
+        .map(|stat| stat.st_rdev)
 }
 
 /// Per-client data.
@@ -116,6 +186,17 @@ impl CompositorHandler for Nested {
     }
 
     fn commit(&mut self, surface: &WlSurface) {
+        let new_buffer = with_states(surface, |states| {
+            matches!(
+                states
+                    .cached_state
+                    .get::<SurfaceAttributes>()
+                    .current()
+                    .buffer,
+                Some(BufferAssignment::NewBuffer(_))
+            )
+        });
+        self.screen.committed(surface, new_buffer);
         on_commit_buffer_handler::<Self>(surface);
         if let Some(toplevel) = self.toplevels.iter().find(|t| t.wl_surface() == surface) {
             if !toplevel.is_initial_configure_sent() {
@@ -152,6 +233,7 @@ impl XdgShellHandler for Nested {
 
     fn toplevel_destroyed(&mut self, surface: ToplevelSurface) {
         self.toplevels.retain(|t| t != &surface);
+        self.screen.dirty = true;
     }
 
     fn new_popup(&mut self, _: PopupSurface, _: PositionerState) {}
@@ -176,9 +258,18 @@ impl DmabufHandler for Nested {
         &mut self.dmabuf
     }
 
-    fn dmabuf_imported(&mut self, _: &DmabufGlobal, _: Dmabuf, notifier: ImportNotifier) {
-        // The CPU renderer maps any linear dma-buf of the advertised formats.
-        let _ = notifier.successful::<Nested>();
+    fn dmabuf_imported(&mut self, _: &DmabufGlobal, dmabuf: Dmabuf, notifier: ImportNotifier) {
+        // The CPU renderer maps any linear dma-buf of the advertised formats whose planes lie
+        // inside their dma-bufs; anything else fails here, as a GPU import would.
+        match headless::check_dmabuf(&dmabuf) {
+            Ok(()) => {
+                let _ = notifier.successful::<Nested>();
+            }
+            Err(reason) => {
+                tracing::warn!("nested: refused a dma-buf: {reason}");
+                notifier.failed();
+            }
+        }
     }
 }
 
@@ -192,6 +283,9 @@ impl SeatHandler for Nested {
     }
 }
 
+impl OutputHandler for Nested {}
+
+delegate_output!(Nested);
 delegate_seat!(Nested);
 delegate_compositor!(Nested);
 delegate_xdg_shell!(Nested);
