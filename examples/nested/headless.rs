@@ -1,36 +1,34 @@
-//! The headless output: a CPU-rendered offscreen canvas. A frame is rendered when something
-//! changed (a commit applied, a window came or went): it maps every toplevel's buffer (shm, or
-//! a dma-buf by mmap) and draws it, tiled left to right; then tells fencebridge the reads are
-//! done and sends the frame callbacks. Screen captures copy the last rendered frame.
-//!
-//! This renderer never waits on implicit fences, like a Vulkan renderer: that is the
-//! compositor's job (fencebridge's), so with the bridge off it shows whatever the buffer holds
-//! at that moment. It brackets a dma-buf read with `DMA_BUF_IOCTL_SYNC` only when the buffer has
-//! no pending writer, since `SYNC_START` would otherwise block the loop until the writer is done.
+//! The headless output. A frame is started when something changed (a commit applied, a window
+//! came or went) and no frame is in flight: every toplevel's buffer is handed to the software
+//! GPU (`gpu.rs`), tiled left to right, and fencebridge is told the frame's read fence. When the
+//! frame is done it becomes what the output shows (and what screen captures copy), and the
+//! frame callbacks go out.
 //!
 //! Why not pixman: it has no NV12, and no choice of YUV matrix or range; `render.rs` converts
 //! the formats video decoders and cameras produce as a GPU sampler would.
 
 use std::collections::{HashMap, HashSet};
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::BorrowedFd;
 use std::time::Duration;
 
-use fencebridge::sys;
-use rustix::mm::{mmap, munmap, MapFlags, ProtFlags};
 use smithay::backend::allocator::dmabuf::Dmabuf;
 use smithay::backend::allocator::Buffer as _;
 use smithay::backend::renderer::utils::with_renderer_surface_state;
 use smithay::output::Output;
 use smithay::reexports::wayland_server::backend::{ClientId, ObjectId};
 use smithay::reexports::wayland_server::protocol::wl_buffer::WlBuffer;
+use smithay::reexports::wayland_server::protocol::wl_callback::WlCallback;
 use smithay::reexports::wayland_server::protocol::wl_surface::WlSurface;
 use smithay::reexports::wayland_server::Resource;
 use smithay::wayland::compositor::{with_states, SurfaceAttributes};
 use smithay::wayland::dmabuf::get_dmabuf;
 use smithay::wayland::shm::with_buffer_contents;
 
-use crate::render::{Canvas, PixelFormat, Plane, SourceImage};
+use crate::gpu::{Finished, Layer, SoftGpu};
+use crate::render::{Canvas, PixelFormat};
+use crate::screencopy;
 use crate::state::Nested;
+use wayland_protocols_wlr::screencopy::v1::server::zwlr_screencopy_frame_v1::ZwlrScreencopyFrameV1;
 
 /// The background, so that an empty output is not black like an unrendered buffer.
 const BACKGROUND: u32 = 0xff20_2428;
@@ -39,20 +37,32 @@ const BACKGROUND: u32 = 0xff20_2428;
 pub struct Screen {
     /// The output as clients see it (wl_output, xdg-output, screencopy).
     pub output: Output,
-    /// The last rendered frame.
+    /// The frame shown now.
     pub canvas: Canvas,
-    /// Something changed since the last frame.
+    /// Something changed since the last frame was started.
     pub dirty: bool,
-    /// Frames rendered.
+    /// Frames shown.
     pub frames: u64,
+    gpu: SoftGpu,
+    /// The frame being drawn: its surfaces without a read fence (their reads end with it).
+    in_flight: Option<InFlight>,
+    /// Screen captures waiting for the frame being drawn.
+    pub captures: Vec<Capture>,
     /// Per client, its pid and how many of its committed buffers were shown.
     pub shown: HashMap<ClientId, (Option<i32>, u64)>,
     /// Surfaces with a buffer committed since the last frame.
     fresh: HashSet<ObjectId>,
 }
 
+struct InFlight {
+    unfenced_reads: Vec<WlSurface>,
+}
+
+/// A screen capture's copy request.
+pub type Capture = (ZwlrScreencopyFrameV1, WlBuffer);
+
 impl Screen {
-    pub fn new(output: Output, width: u32, height: u32) -> Self {
+    pub fn new(gpu: SoftGpu, output: Output, width: u32, height: u32) -> Self {
         let mut canvas = Canvas::new(width, height);
         canvas.clear(BACKGROUND);
         Screen {
@@ -60,6 +70,9 @@ impl Screen {
             canvas,
             dirty: true,
             frames: 0,
+            gpu,
+            in_flight: None,
+            captures: Vec::new(),
             shown: HashMap::new(),
             fresh: HashSet::new(),
         }
@@ -74,28 +87,35 @@ impl Screen {
     }
 }
 
-/// Renders a frame if something changed since the last one; returns whether it did.
-pub fn render_if_dirty(state: &mut Nested, elapsed: Duration) -> bool {
-    if !state.screen.dirty {
+/// Starts a frame if something changed and the last one is done; returns whether it did.
+///
+/// The frame callbacks go out as soon as the frame is submitted, as a GPU compositor sends
+/// them once the frame is queued: a client may then commit its next buffer while this frame
+/// still reads the last one, and fencebridge holds that buffer's release until the read fence
+/// signals.
+pub fn start_frame(state: &mut Nested, elapsed: Duration) -> bool {
+    if !state.screen.dirty || state.screen.in_flight.is_some() {
         return false;
     }
     state.screen.dirty = false;
-    state.screen.frames += 1;
-    let canvas = &mut state.screen.canvas;
-    canvas.clear(BACKGROUND);
-    let mut x = 0u32;
     let surfaces: Vec<WlSurface> = state
         .toplevels
         .iter()
         .map(|t| t.wl_surface().clone())
         .collect();
-    for surface in &surfaces {
-        let Some(Some(buffer)) = with_renderer_surface_state(surface, |s| s.buffer().cloned())
+    let mut layers = Vec::new();
+    let mut drawn = Vec::new();
+    let mut x = 0u32;
+    for surface in surfaces {
+        let Some(Some(buffer)) = with_renderer_surface_state(&surface, |s| s.buffer().cloned())
         else {
             continue;
         };
-        match draw(&mut state.screen.canvas, &buffer, x) {
-            Ok(width) => x += width,
+        match layer(&buffer, x) {
+            Ok((layer, width)) => {
+                layers.push(layer);
+                x += width;
+            }
             Err(e) => tracing::warn!("nested: cannot draw {}: {e}", surface.id()),
         }
         if state.screen.fresh.remove(&surface.id()) {
@@ -104,14 +124,96 @@ pub fn render_if_dirty(state: &mut Nested, elapsed: Duration) -> bool {
                 state.screen.shown.entry(client.id()).or_insert((pid, 0)).1 += 1;
             }
         }
-        // fencebridge: the CPU copy is done, so the reads are done (no fence to wait for).
-        if state.bridge_on {
-            fencebridge::wayland::surface_read(state, surface, None);
-        }
-        send_frame_callbacks(surface, elapsed);
+        drawn.push(surface);
     }
     state.screen.fresh.clear();
+
+    let (job, read_fence) = state.screen.gpu.job(BACKGROUND, layers);
+    let mut unfenced_reads = Vec::new();
+    for surface in &drawn {
+        // fencebridge: the frame reads the surface's buffer until `read_fence` signals.
+        match &read_fence {
+            Some(fence) if state.bridge_on => match fence.try_clone() {
+                Ok(fence) => fencebridge::wayland::surface_read(state, surface, Some(fence)),
+                Err(_) => unfenced_reads.push(surface.clone()),
+            },
+            _ => unfenced_reads.push(surface.clone()),
+        }
+    }
+    let canvas = state.screen.canvas.clone();
+    state.screen.gpu.submit(job, canvas);
+    state.screen.in_flight = Some(InFlight { unfenced_reads });
+    for callback in drawn.iter().flat_map(take_frame_callbacks) {
+        callback.done(elapsed.as_millis() as u32);
+    }
     true
+}
+
+/// Whether a frame is being drawn (a capture then waits for it).
+pub fn frame_in_flight(state: &Nested) -> bool {
+    state.screen.in_flight.is_some()
+}
+
+/// The software GPU finished a frame: show it, end its reads, serve the captures waiting for it.
+pub fn frame_done(state: &mut Nested, finished: Finished) {
+    for error in &finished.errors {
+        tracing::warn!("nested: {error}");
+    }
+    state.screen.canvas = finished.canvas;
+    state.screen.frames += 1;
+    let Some(frame) = state.screen.in_flight.take() else {
+        return;
+    };
+    if state.bridge_on {
+        for surface in &frame.unfenced_reads {
+            // fencebridge: no fence told the bridge when the reads end; they end now.
+            fencebridge::wayland::surface_read(state, surface, None);
+        }
+    }
+    for (frame, buffer) in std::mem::take(&mut state.screen.captures) {
+        screencopy::copy_now(state, &frame, &buffer);
+    }
+}
+
+/// What the software GPU needs to draw `buffer` at (`x`, 0), and its width.
+fn layer(buffer: &WlBuffer, x: u32) -> Result<(Layer, u32), String> {
+    if let Ok(dmabuf) = get_dmabuf(buffer) {
+        let width = dmabuf.size().w as u32;
+        return Ok((
+            Layer::Dmabuf {
+                buffer: dmabuf.clone(),
+                x,
+            },
+            width,
+        ));
+    }
+    with_buffer_contents(buffer, |ptr, len, data| {
+        let format = PixelFormat::from_wl_shm(data.format as u32)
+            .ok_or_else(|| format!("shm format {:?} not shown", data.format))?;
+        let (width, height) = (data.width as u32, data.height as u32);
+        let stride = data.stride as usize;
+        let start = data.offset as usize;
+        let end = stride
+            .checked_mul(height as usize)
+            .and_then(|size| size.checked_add(start))
+            .filter(|&end| end <= len)
+            .ok_or("the shm buffer does not fit in its pool")?;
+        let mut bytes = vec![0; end - start];
+        // SAFETY: smithay maps the pool, `len` bytes readable during this closure, and
+        // `start..end` lies inside it (checked above). The copy goes through raw pointers, so no
+        // Rust reference to memory the client may write concurrently exists.
+        unsafe { std::ptr::copy_nonoverlapping(ptr.add(start), bytes.as_mut_ptr(), bytes.len()) };
+        let layer = Layer::Pixels {
+            format,
+            width,
+            height,
+            stride,
+            bytes,
+            x,
+        };
+        Ok((layer, width))
+    })
+    .map_err(|e| e.to_string())?
 }
 
 /// Whether the CPU renderer can show `dmabuf`: a linear format it converts, and planes that
@@ -150,116 +252,9 @@ pub fn check_dmabuf(dmabuf: &Dmabuf) -> Result<(), String> {
     Ok(())
 }
 
-/// Draws `buffer` at (`x`, 0); returns its width.
-fn draw(canvas: &mut Canvas, buffer: &WlBuffer, x: u32) -> Result<u32, String> {
-    if let Ok(dmabuf) = get_dmabuf(buffer) {
-        let size = dmabuf.size();
-        let format = PixelFormat::from_fourcc(dmabuf.format().code as u32)
-            .ok_or_else(|| format!("format {:?} not shown", dmabuf.format().code))?;
-        let fds: Vec<BorrowedFd<'_>> = dmabuf.handles().collect();
-        let maps = fds
-            .iter()
-            .map(|fd| Mapping::new(*fd))
-            .collect::<Result<Vec<_>, _>>()?;
-        let planes: Vec<Plane<'_>> = maps
-            .iter()
-            .zip(dmabuf.offsets().zip(dmabuf.strides()))
-            .map(|(map, (offset, stride))| {
-                Plane::new(map.bytes(), offset as usize, stride as usize)
-            })
-            .collect();
-        let image = SourceImage::new(format, size.w as u32, size.h as u32, &planes)
-            .map_err(|e| e.to_string())?;
-        canvas.blit(&image, x as i32, 0);
-        if dmabuf.y_inverted() {
-            canvas.flip_vertically(x, 0, image.width(), image.height());
-        }
-        return Ok(image.width());
-    }
-    with_buffer_contents(buffer, |ptr, len, data| {
-        // SAFETY: smithay hands out the shm pool's mapping, `len` bytes long, valid for the
-        // duration of this closure; we only read it (the client may write concurrently, which
-        // can tear the picture but not break memory safety for plain bytes).
-        let bytes = unsafe { std::slice::from_raw_parts(ptr, len) };
-        let format = PixelFormat::from_wl_shm(data.format as u32)
-            .ok_or_else(|| format!("shm format {:?} not shown", data.format))?;
-        let plane = Plane::new(bytes, data.offset as usize, data.stride as usize);
-        let image = SourceImage::new(format, data.width as u32, data.height as u32, &[plane])
-            .map_err(|e| e.to_string())?;
-        canvas.blit(&image, x as i32, 0);
-        Ok(image.width())
-    })
-    .map_err(|e| e.to_string())?
-}
-
-/// A read-only mapping of a whole dma-buf, with a CPU access bracket around it.
-struct Mapping<'a> {
-    fd: BorrowedFd<'a>,
-    ptr: *mut std::ffi::c_void,
-    len: usize,
-    synced: bool,
-}
-
-impl<'a> Mapping<'a> {
-    fn new(fd: BorrowedFd<'a>) -> Result<Self, String> {
-        let len = rustix::fs::seek(fd, rustix::fs::SeekFrom::End(0))
-            .map_err(|e| format!("dma-buf size: {e}"))? as usize;
-        // SAFETY: a fresh shared read-only mapping of `len` bytes of a dma-buf; nothing else in
-        // this process maps it at that address, and it is unmapped exactly once in Drop.
-        let ptr = unsafe {
-            mmap(
-                std::ptr::null_mut(),
-                len,
-                ProtFlags::READ,
-                MapFlags::SHARED,
-                fd,
-                0,
-            )
-        }
-        .map_err(|e| format!("mmap of a dma-buf: {e}"))?;
-        // Only when no writer is pending: SYNC_START would block the loop until it is done.
-        let idle = rustix::event::poll(
-            &mut [rustix::event::PollFd::new(
-                &fd.as_fd(),
-                rustix::event::PollFlags::IN,
-            )],
-            Some(&rustix::event::Timespec {
-                tv_sec: 0,
-                tv_nsec: 0,
-            }),
-        )
-        .is_ok_and(|n| n > 0);
-        let read = u64::from(sys::DMA_BUF_SYNC_READ);
-        let synced = idle && sys::dma_buf_sync(fd, sys::DMA_BUF_SYNC_START | read).is_ok();
-        Ok(Mapping {
-            fd,
-            ptr,
-            len,
-            synced,
-        })
-    }
-
-    fn bytes(&self) -> &[u8] {
-        // SAFETY: `ptr` maps `len` readable bytes until Drop; the returned borrow ends before.
-        unsafe { std::slice::from_raw_parts(self.ptr.cast::<u8>(), self.len) }
-    }
-}
-
-impl Drop for Mapping<'_> {
-    fn drop(&mut self) {
-        if self.synced {
-            let read = u64::from(sys::DMA_BUF_SYNC_READ);
-            let _ = sys::dma_buf_sync(self.fd, sys::DMA_BUF_SYNC_END | read);
-        }
-        // SAFETY: `ptr`/`len` are exactly what mmap returned, unmapped once, and no slice of
-        // it outlives `self` (bytes() borrows self).
-        let _ = unsafe { munmap(self.ptr, self.len) };
-    }
-}
-
-/// wl_surface.frame callbacks: the frame was shown.
-fn send_frame_callbacks(surface: &WlSurface, elapsed: Duration) {
-    let callbacks: Vec<_> = with_states(surface, |states| {
+/// The surface's pending wl_surface.frame callbacks: answered when the frame is shown.
+fn take_frame_callbacks(surface: &WlSurface) -> Vec<WlCallback> {
+    with_states(surface, |states| {
         std::mem::take(
             &mut states
                 .cached_state
@@ -267,8 +262,5 @@ fn send_frame_callbacks(surface: &WlSurface, elapsed: Duration) {
                 .current()
                 .frame_callbacks,
         )
-    });
-    for callback in callbacks {
-        callback.done(elapsed.as_millis() as u32);
-    }
+    })
 }

@@ -14,6 +14,7 @@
 //! producer fences.
 #![deny(clippy::undocumented_unsafe_blocks)]
 
+mod gpu;
 mod headless;
 // The renderer offers more than the compositor uses (BT.709, pixel probes for its tests).
 #[allow(dead_code)]
@@ -28,6 +29,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use smithay::reexports::calloop::channel;
 use smithay::reexports::calloop::generic::Generic;
 use smithay::reexports::calloop::timer::{TimeoutAction, Timer};
 use smithay::reexports::calloop::{EventLoop, Interest, LoopSignal, Mode, PostAction};
@@ -56,6 +58,10 @@ struct Args {
     /// changed).
     #[arg(long, default_value_t = 30)]
     fps: u32,
+    /// The least time the software GPU takes per frame, in milliseconds: a loaded GPU, whose
+    /// reads of a buffer outlast the client's next commit.
+    #[arg(long, default_value_t = 0)]
+    gpu_ms: u64,
     /// A client to run, as one string of its program and arguments (split at spaces);
     /// repeatable, the clients run side by side.
     #[arg(long = "client", value_name = "COMMAND")]
@@ -74,7 +80,6 @@ fn parse_size(s: &str) -> Result<(u32, u32), String> {
 /// What the loop carries besides the compositor.
 struct Run {
     clients: Vec<Child>,
-    started: Instant,
     deadline: Instant,
     signal: LoopSignal,
 }
@@ -101,7 +106,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let display = Display::<Nested>::new()?;
     let mut dh = display.handle();
     let mut flush = display.handle();
-    let mut state = Nested::new(&dh, event_loop.handle(), !args.no_bridge, args.size);
+    let (gpu, frames_done) = gpu::SoftGpu::start(Duration::from_millis(args.gpu_ms))?;
+    let mut state = Nested::new(&dh, event_loop.handle(), !args.no_bridge, gpu, args.size);
     eprintln!(
         "nested: fencebridge {}; {}",
         if state.bridge_on { "on" } else { "OFF" },
@@ -145,18 +151,24 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let started = Instant::now();
     let run = Rc::new(RefCell::new(Run {
         clients,
-        started,
         deadline: started + Duration::from_secs_f64(args.seconds),
         signal: event_loop.get_signal(),
     }));
 
     let frame = Duration::from_secs(1) / args.fps.max(1);
+    event_loop
+        .handle()
+        .insert_source(frames_done, move |event, _, state| {
+            if let channel::Event::Msg(finished) = event {
+                headless::frame_done(state, finished);
+            }
+        })?;
     let timer_run = run.clone();
     event_loop
         .handle()
         .insert_source(Timer::from_duration(frame), move |_, _, state| {
             let run = &mut *timer_run.borrow_mut();
-            headless::render_if_dirty(state, run.started.elapsed());
+            headless::start_frame(state, started.elapsed());
             if run.clients_done() || Instant::now() >= run.deadline {
                 run.signal.stop();
                 return TimeoutAction::Drop;

@@ -1,6 +1,6 @@
 //! wlr-screencopy-unstable-v1 (version 3), the capture protocol `grim` and most screenshot
-//! and recording tools speak. A capture is a copy of the frame the output shows now (the last
-//! one rendered) into a client's wl_shm buffer, in XRGB8888 or ARGB8888.
+//! and recording tools speak. A capture copies the output into a client's wl_shm buffer, in
+//! XRGB8888 or ARGB8888: the frame being drawn when it is done, else the frame shown now.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -16,6 +16,7 @@ use wayland_protocols_wlr::screencopy::v1::server::{
     zwlr_screencopy_manager_v1::{self, ZwlrScreencopyManagerV1},
 };
 
+use crate::headless;
 use crate::state::Nested;
 
 const VERSION: u32 = 3;
@@ -126,20 +127,33 @@ impl Dispatch<ZwlrScreencopyFrameV1, Frame> for Nested {
             frame.post_error(Error::AlreadyUsed, "this frame was already copied");
             return;
         }
-        match copy(state, data, &buffer) {
-            Ok(()) => {
-                frame.flags(zwlr_screencopy_frame_v1::Flags::empty());
-                if frame.version() >= 2 {
-                    frame.damage(0, 0, data.width, data.height);
-                }
-                let now = SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .unwrap_or_default();
-                let secs = now.as_secs();
-                frame.ready((secs >> 32) as u32, secs as u32, now.subsec_nanos());
-            }
-            Err(reason) => frame.post_error(Error::InvalidBuffer, reason),
+        if headless::frame_in_flight(state) {
+            state.screen.captures.push((frame.clone(), buffer));
+        } else {
+            copy_now(state, frame, &buffer);
         }
+    }
+}
+
+/// Copies the output into the capture's buffer and tells the client, or raises the protocol
+/// error for a buffer that does not fit.
+pub fn copy_now(state: &Nested, frame: &ZwlrScreencopyFrameV1, buffer: &WlBuffer) {
+    let Some(data) = frame.data::<Frame>() else {
+        return;
+    };
+    match copy(state, data, buffer) {
+        Ok(()) => {
+            frame.flags(zwlr_screencopy_frame_v1::Flags::empty());
+            if frame.version() >= 2 {
+                frame.damage(0, 0, data.width, data.height);
+            }
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default();
+            let secs = now.as_secs();
+            frame.ready((secs >> 32) as u32, secs as u32, now.subsec_nanos());
+        }
+        Err(reason) => frame.post_error(zwlr_screencopy_frame_v1::Error::InvalidBuffer, reason),
     }
 }
 

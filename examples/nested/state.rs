@@ -33,6 +33,7 @@ use smithay::{
     delegate_xdg_shell,
 };
 
+use crate::gpu::SoftGpu;
 use crate::headless::{self, Screen};
 use crate::screencopy;
 
@@ -72,6 +73,7 @@ impl Nested {
         dh: &DisplayHandle,
         loop_handle: LoopHandle<'static, Nested>,
         bridge_on: bool,
+        gpu: SoftGpu,
         (width, height): (u32, u32),
     ) -> Self {
         let mut dmabuf = DmabufState::new();
@@ -110,7 +112,7 @@ impl Nested {
             dmabuf,
             _dmabuf_global: dmabuf_global,
             _outputs: outputs,
-            screen: Screen::new(output, width, height),
+            screen: Screen::new(gpu, output, width, height),
             bridge: FenceBridgeState::new::<Nested>(dh, config),
             bridge_on,
             toplevels: Vec::new(),
