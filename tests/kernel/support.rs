@@ -174,3 +174,49 @@ pub fn expected_timeline_device() -> Option<fencebridge::timeline::SyncobjDevice
         }
     }
 }
+
+/// A small seeded generator (splitmix64) for the soak and the randomised request sequences:
+/// the same seed gives the same run.
+pub struct Rng(u64);
+
+impl Rng {
+    /// Seeded from `FENCEBRIDGE_SEED` if set, else `default`; says which seed it uses, so a
+    /// failing run can be replayed.
+    pub fn from_env(test: &str, default: u64) -> Rng {
+        let seed = env_u64("FENCEBRIDGE_SEED", default);
+        let line = format!("{test}: seed {seed} (replay with FENCEBRIDGE_SEED={seed})\n");
+        let _ = std::io::stderr().write_all(line.as_bytes());
+        Rng(seed)
+    }
+
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `0..n` (n > 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+
+    /// True with probability `percent`/100.
+    pub fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+
+    /// One of `items`.
+    pub fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        &items[self.below(items.len() as u64) as usize]
+    }
+}
+
+/// A number from the environment (runs longer on demand), else `default`.
+pub fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}

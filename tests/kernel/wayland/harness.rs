@@ -13,13 +13,18 @@ use fencebridge::producer::{Vgem, VgemBuffer};
 use fencebridge::wayland::{self, Config, FenceBridgeHandler, FenceBridgeState, OverdueWait};
 use smithay::backend::allocator::{Format, Fourcc, Modifier};
 use smithay::backend::renderer::utils::on_commit_buffer_handler;
-use smithay::reexports::calloop::{EventLoop, LoopHandle};
+use smithay::reexports::calloop::{EventLoop, Interest, LoopHandle};
 use smithay::reexports::wayland_server::backend::{ClientData, ClientId, DisconnectReason};
 use smithay::reexports::wayland_server::protocol::{wl_buffer, wl_surface::WlSurface};
-use smithay::reexports::wayland_server::{Client, Display, Resource};
+use smithay::reexports::wayland_server::{Client, Display, DisplayHandle, Resource};
 use smithay::wayland::buffer::BufferHandler;
-use smithay::wayland::compositor::{CompositorClientState, CompositorHandler, CompositorState};
-use smithay::wayland::dmabuf::{DmabufGlobal, DmabufHandler, DmabufState, ImportNotifier};
+use smithay::wayland::compositor::{
+    self, BufferAssignment, CompositorClientState, CompositorHandler, CompositorState,
+    SurfaceAttributes,
+};
+use smithay::wayland::dmabuf::{
+    get_dmabuf, DmabufGlobal, DmabufHandler, DmabufState, ImportNotifier,
+};
 use smithay::wayland::shm::{ShmHandler, ShmState};
 use smithay::{delegate_compositor, delegate_dmabuf, delegate_shm};
 
@@ -54,6 +59,30 @@ pub struct Server {
     pub surfaces: HashMap<(ClientId, u32), WlSurface>,
     pub non_fencing: Vec<(ClientId, BecameNonFencing)>,
     pub overdue: Vec<OverdueWait>,
+    /// Every applied commit, in order (drained by the tests that read it).
+    pub log: Vec<Applied>,
+    /// Who holds commits of dma-bufs until they are ready.
+    blocking: Blocking,
+    dh: DisplayHandle,
+}
+
+/// One applied commit: its surface, the buffer it attached (`None`: none or a null attach) and
+/// when `CompositorHandler::commit` ran.
+#[derive(Debug, Clone)]
+pub struct Applied {
+    pub key: (ClientId, u32),
+    pub buffer: Option<u32>,
+    pub at: Instant,
+}
+
+/// Who holds a commit until its buffer is ready.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Blocking {
+    /// fencebridge (every surface tracked).
+    Bridge,
+    /// smithay 0.7's own dma-buf blocker, wired as anvil does (a poll on the live dma-buf), for
+    /// comparison in the benchmarks; the bridge does not see the surfaces.
+    Smithay,
 }
 
 #[derive(Default)]
@@ -78,15 +107,69 @@ impl CompositorHandler for Server {
     }
 
     fn new_surface(&mut self, surface: &WlSurface) {
-        wayland::track_surface::<Self>(surface);
+        match self.blocking {
+            Blocking::Bridge => wayland::track_surface::<Self>(surface),
+            Blocking::Smithay => {
+                compositor::add_pre_commit_hook::<Self, _>(surface, smithay_blocker);
+            }
+        }
+    }
+
+    fn destroyed(&mut self, surface: &WlSurface) {
+        // A compositor lets go of its handles on a dead surface (they keep its state, and the
+        // buffers in it, alive).
+        self.surfaces.retain(|_, s| s != surface);
     }
 
     fn commit(&mut self, surface: &WlSurface) {
+        let at = Instant::now();
+        let buffer = compositor::with_states(surface, |states| {
+            match &states
+                .cached_state
+                .get::<SurfaceAttributes>()
+                .current()
+                .buffer
+            {
+                Some(BufferAssignment::NewBuffer(b)) => Some(b.id().protocol_id()),
+                _ => None,
+            }
+        });
         on_commit_buffer_handler::<Self>(surface);
         if let Some(client) = surface.client() {
             let key = (client.id(), surface.id().protocol_id());
             *self.applied.entry(key.clone()).or_default() += 1;
-            self.surfaces.insert(key, surface.clone());
+            self.surfaces.insert(key.clone(), surface.clone());
+            self.log.push(Applied { key, buffer, at });
+        }
+    }
+}
+
+/// smithay 0.7's implicit-sync wait, as anvil (v0.7.0, src/shell/mod.rs) wires it: a blocker
+/// released when every plane of the live dma-buf polls readable.
+fn smithay_blocker(state: &mut Server, _: &DisplayHandle, surface: &WlSurface) {
+    let dmabuf = compositor::with_states(surface, |states| {
+        match states
+            .cached_state
+            .get::<SurfaceAttributes>()
+            .pending()
+            .buffer
+            .as_ref()
+        {
+            Some(BufferAssignment::NewBuffer(buffer)) => get_dmabuf(buffer).cloned().ok(),
+            _ => None,
+        }
+    });
+    let (Some(dmabuf), Some(client)) = (dmabuf, surface.client()) else {
+        return;
+    };
+    if let Ok((blocker, source)) = dmabuf.generate_blocker(Interest::READ) {
+        let inserted = state.loop_handle.insert_source(source, move |_, _, st| {
+            let dh = st.dh.clone();
+            st.client_compositor_state(&client).blocker_cleared(st, &dh);
+            Ok(())
+        });
+        if inserted.is_ok() {
+            compositor::add_blocker(surface, blocker);
         }
     }
 }
@@ -318,7 +401,8 @@ impl TestClient {
         Some(self.registry.bind::<I, _, _>(*name, version, &self.qh, ()))
     }
 
-    fn pump(&mut self) {
+    /// Sends what is queued and reads what the compositor sent.
+    pub fn pump(&mut self) {
         let _ = self.queue.flush();
         if let Some(guard) = self.queue.prepare_read() {
             let _ = guard.read();
@@ -338,13 +422,18 @@ pub fn hi_lo(point: u64) -> (u32, u32) {
 /// The compositor, its loop and its clients, in one thread.
 pub struct Harness {
     display: Display<Server>,
-    event_loop: EventLoop<'static, Server>,
+    pub event_loop: EventLoop<'static, Server>,
     pub server: Server,
 }
 
 impl Harness {
     /// A compositor with the bridge configured by `config`.
     pub fn new(config: Config) -> Harness {
+        Harness::with_blocking(config, Blocking::Bridge)
+    }
+
+    /// A compositor whose dma-buf commits are held by `blocking`.
+    pub fn with_blocking(config: Config, blocking: Blocking) -> Harness {
         let display = Display::<Server>::new().unwrap();
         let dh = display.handle();
         let event_loop = EventLoop::try_new().unwrap();
@@ -365,6 +454,9 @@ impl Harness {
             surfaces: HashMap::new(),
             non_fencing: Vec::new(),
             overdue: Vec::new(),
+            log: Vec::new(),
+            blocking,
+            dh: dh.clone(),
         };
         Harness {
             display,

@@ -6,6 +6,7 @@ mod harness;
 mod explicit;
 mod implicit;
 mod protocol_errors;
+mod soak;
 
 use harness::{Server, TestClient};
 use smithay::reexports::wayland_server::backend::ClientId;
