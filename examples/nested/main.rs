@@ -19,12 +19,13 @@ mod headless;
 // The renderer offers more than the compositor uses (BT.709, pixel probes for its tests).
 #[allow(dead_code)]
 mod render;
+mod report;
 mod screencopy;
 mod state;
 
 use std::cell::RefCell;
 use std::path::PathBuf;
-use std::process::{Child, Command};
+use std::process::Command;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -51,6 +52,9 @@ struct Args {
     /// Where to write the last frame as a PNG.
     #[arg(long)]
     png: Option<PathBuf>,
+    /// Where to write the per-client report as JSON too.
+    #[arg(long)]
+    report_json: Option<PathBuf>,
     /// Stop after this long even if the client still runs.
     #[arg(long, default_value_t = 30.0)]
     seconds: f64,
@@ -79,7 +83,7 @@ fn parse_size(s: &str) -> Result<(u32, u32), String> {
 
 /// What the loop carries besides the compositor.
 struct Run {
-    clients: Vec<Child>,
+    clients: Vec<report::Spawned>,
     deadline: Instant,
     signal: LoopSignal,
 }
@@ -91,7 +95,7 @@ impl Run {
             && self
                 .clients
                 .iter_mut()
-                .all(|child| child.try_wait().ok().flatten().is_some())
+                .all(|client| client.child.try_wait().ok().flatten().is_some())
     }
 }
 
@@ -146,7 +150,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .env("WAYLAND_DISPLAY", &socket_name)
             .spawn()
             .map_err(|e| format!("cannot run {program}: {e}"))?;
-        clients.push(child);
+        let command = command.join(" ");
+        println!("nested: client pid {}: {command}", child.id());
+        clients.push(report::Spawned {
+            command,
+            child,
+            exit: None,
+        });
     }
     let started = Instant::now();
     let run = Rc::new(RefCell::new(Run {
@@ -180,58 +190,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     event_loop.run(None, &mut state, |_| {
         let _ = flush.flush_clients();
     })?;
-    for child in &mut run.borrow_mut().clients {
-        let _ = child.kill();
-        let status = child.wait()?;
-        eprintln!("nested: client {} exited: {status}", child.id());
+    let mut clients = std::mem::take(&mut run.borrow_mut().clients);
+    for client in &mut clients {
+        let _ = client.child.kill();
+        client.exit = Some(client.child.wait()?);
     }
     if let Some(path) = &args.png {
         render::write_png(&state.screen.canvas, path)?;
         println!("screenshot: {}", path.display());
     }
-    println!("frames rendered: {}", state.screen.frames);
-    report(&state);
+    let report = report::Report::new(&state, &clients);
+    print!("{report}");
+    if let Some(path) = &args.report_json {
+        std::fs::write(path, report.to_json().to_string())?;
+    }
     Ok(())
-}
-
-/// Per client: frames shown, and what the bridge saw: sync paths, waits, producer class,
-/// deferred releases (nothing of that with the bridge off).
-fn report(state: &Nested) {
-    let mut clients: Vec<_> = state.screen.shown.keys().collect();
-    for (id, _) in state.bridge.client_reports() {
-        if !state.screen.shown.contains_key(id) {
-            clients.push(id);
-        }
-    }
-    for id in clients {
-        let bridge = state.bridge.client_report(id);
-        let (pid, shown) = state
-            .screen
-            .shown
-            .get(id)
-            .copied()
-            .unwrap_or((bridge.and_then(|r| r.pid), 0));
-        let pid = pid.map_or("?".to_owned(), |p| p.to_string());
-        let Some(r) = bridge else {
-            println!("client pid {pid}: frames shown {shown}");
-            continue;
-        };
-        println!(
-            "client pid {pid}: producer {:?}, frames shown {shown}",
-            r.producer
-        );
-        for (path, n) in &r.commits {
-            println!("  {n:>6} commits: {path}");
-        }
-        if let (Some(median), max) = (r.waits.median(), r.waits.max) {
-            println!("  waits: median {median:.1?}, max {max:.1?}");
-        }
-        println!(
-            "  releases deferred: {}, release points signalled: {}, overdue waits: {}",
-            r.releases_deferred, r.release_points_signalled, r.overdue_waits
-        );
-        for error in &r.protocol_errors {
-            println!("  protocol: {error}");
-        }
-    }
 }

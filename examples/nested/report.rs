@@ -1,0 +1,152 @@
+//! What the compositor says at the end: per client, its command, how it ended, how many of its
+//! frames were shown, and what fencebridge saw (sync path per commit, waits, whether its
+//! producer fences, deferred releases). As text, and as JSON for the tests and the demo.
+
+use std::fmt;
+use std::process::{Child, ExitStatus};
+
+use serde_json::{json, Value};
+
+use crate::state::Nested;
+
+/// A client the compositor started.
+pub struct Spawned {
+    pub command: String,
+    pub child: Child,
+    pub exit: Option<ExitStatus>,
+}
+
+/// The report.
+pub struct Report {
+    frames: u64,
+    bridge_on: bool,
+    clients: Vec<ClientLine>,
+}
+
+struct ClientLine {
+    pid: Option<i32>,
+    command: Option<String>,
+    exit: Option<String>,
+    shown: u64,
+    bridge: Option<fencebridge::wayland::ClientReport>,
+}
+
+impl Report {
+    pub fn new(state: &Nested, spawned: &[Spawned]) -> Report {
+        let mut ids: Vec<_> = state.screen.shown.keys().cloned().collect();
+        for (id, _) in state.bridge.client_reports() {
+            if !ids.contains(id) {
+                ids.push(id.clone());
+            }
+        }
+        let mut clients: Vec<ClientLine> = ids
+            .iter()
+            .map(|id| {
+                let bridge = state.bridge.client_report(id).cloned();
+                let (pid, shown) = state
+                    .screen
+                    .shown
+                    .get(id)
+                    .copied()
+                    .unwrap_or((bridge.as_ref().and_then(|r| r.pid), 0));
+                let spawned = spawned
+                    .iter()
+                    .find(|s| pid.is_some_and(|pid| s.child.id() as i32 == pid));
+                ClientLine {
+                    pid,
+                    command: spawned.map(|s| s.command.clone()),
+                    exit: spawned.and_then(|s| s.exit).map(|e| e.to_string()),
+                    shown,
+                    bridge,
+                }
+            })
+            .collect();
+        // Started clients that never showed up (say, one that failed at once).
+        for s in spawned {
+            let pid = s.child.id() as i32;
+            if !clients.iter().any(|c| c.pid == Some(pid)) {
+                clients.push(ClientLine {
+                    pid: Some(pid),
+                    command: Some(s.command.clone()),
+                    exit: s.exit.map(|e| e.to_string()),
+                    shown: 0,
+                    bridge: None,
+                });
+            }
+        }
+        Report {
+            frames: state.screen.frames,
+            bridge_on: state.bridge_on,
+            clients,
+        }
+    }
+
+    pub fn to_json(&self) -> Value {
+        let clients: Vec<Value> = self
+            .clients
+            .iter()
+            .map(|c| {
+                let mut v = json!({
+                    "pid": c.pid,
+                    "command": c.command,
+                    "exit": c.exit,
+                    "frames_shown": c.shown,
+                });
+                if let Some(r) = &c.bridge {
+                    let commits: serde_json::Map<String, Value> = r
+                        .commits
+                        .iter()
+                        .map(|(path, n)| (path.to_string(), json!(n)))
+                        .collect();
+                    v["producer"] = json!(format!("{:?}", r.producer));
+                    v["commits"] = Value::Object(commits);
+                    v["wait_median_ms"] = json!(r.waits.median().map(|d| d.as_secs_f64() * 1e3));
+                    v["wait_max_ms"] = json!(r.waits.max.as_secs_f64() * 1e3);
+                    v["releases_deferred"] = json!(r.releases_deferred);
+                    v["release_points_signalled"] = json!(r.release_points_signalled);
+                    v["overdue_waits"] = json!(r.overdue_waits);
+                    v["protocol_errors"] = json!(r.protocol_errors);
+                }
+                v
+            })
+            .collect();
+        json!({ "bridge": self.bridge_on, "frames": self.frames, "clients": clients })
+    }
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "frames shown: {}", self.frames)?;
+        for c in &self.clients {
+            let pid = c.pid.map_or("?".to_owned(), |p| p.to_string());
+            write!(f, "client pid {pid}")?;
+            if let Some(command) = &c.command {
+                write!(f, " ({command})")?;
+            }
+            write!(f, ": frames shown {}", c.shown)?;
+            if let Some(exit) = &c.exit {
+                write!(f, ", {exit}")?;
+            }
+            writeln!(f)?;
+            let Some(r) = &c.bridge else {
+                continue;
+            };
+            writeln!(f, "  producer: {:?}", r.producer)?;
+            for (path, n) in &r.commits {
+                writeln!(f, "  {n:>6} commits: {path}")?;
+            }
+            if let Some(median) = r.waits.median() {
+                writeln!(f, "  waits: median {median:.1?}, max {:.1?}", r.waits.max)?;
+            }
+            writeln!(
+                f,
+                "  releases deferred: {}, release points signalled: {}, overdue waits: {}",
+                r.releases_deferred, r.release_points_signalled, r.overdue_waits
+            )?;
+            for error in &r.protocol_errors {
+                writeln!(f, "  protocol error: {error}")?;
+            }
+        }
+        Ok(())
+    }
+}
