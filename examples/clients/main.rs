@@ -1,0 +1,194 @@
+//! `fbclient`: Wayland test clients that judge a compositor by its pixels. Each opens an
+//! xdg_toplevel of `--size`, draws frames into vgem dma-bufs (linux-dmabuf, XRGB8888) the way a
+//! GPU client does — committing while the "GPU" is still writing — reads the output back with
+//! wlr-screencopy after each frame callback, and ends with one result line on stdout.
+//!
+//! ```text
+//! fbclient implicit [--frames N=20] [--delay-ms D=100] [--tag T=0] [--size WxH=128x128]
+//!     Each frame: attach a vgem write fence, commit, sleep D ms (the GPU is busy), write the
+//!     frame's colour, signal the fence, wait for the frame callback, capture the output.
+//!     A frame is stale if fewer than width×height output pixels have its colour.
+//!     -> fbclient implicit: frames=N stale=S max_frame_ms=M
+//! fbclient explicit [--frames N=20] [--delay-ms D=50] [--tag T=0] [--size WxH=128x128]
+//!     linux-drm-syncobj-v1, a timeline per buffer: acquire point a and release point a+1;
+//!     commit, sleep D, write, signal a from the CPU. Also checks the release points: not
+//!     signalled before the commit's frame callback nor while its buffer is current
+//!     (release_early), signalled within 2 s of the next commit's frame callback
+//!     (release_late).
+//!     -> fbclient explicit: frames=N stale=S release_early=E release_late=L max_frame_ms=M
+//! fbclient stuck [--explicit] [--seconds S=5] [--tag T=0] [--size WxH=128x128]
+//!     One good frame, then one whose acquire never signals (a vgem write fence, or an
+//!     acquire point with --explicit); stays connected S seconds. shown: frame callbacks
+//!     received; stale: captures (after the good frame, and at the end) not showing the good
+//!     frame.
+//!     -> fbclient stuck: frames=2 stale=S shown=N
+//! ```
+//!
+//! Exit status 0 with the result line (whatever it says); 2 with `fbclient <mode>: error (<kind>):
+//! ...`
+//! on stderr when the test could not run: no compositor, a missing global (the compositor
+//! must offer wl_compositor, xdg_wm_base, zwp_linux_dmabuf_v1 v3, wl_shm, wl_output and
+//! zwlr_screencopy_manager_v1; `explicit` also wp_linux_drm_syncobj_manager_v1), no vgem
+//! device, no DRM device with syncobj timelines.
+//!
+//! Against the reference compositor, in the VM:
+//! `nested -- fbclient implicit` must report `stale=0`; `nested --no-bridge -- fbclient
+//! implicit` shows frames before their fence signalled, so `stale` > 0 there.
+#![deny(clippy::undocumented_unsafe_blocks)]
+
+mod capture;
+mod explicit;
+mod implicit;
+mod pixels;
+mod session;
+mod stuck;
+#[path = "../../src/bin/fencebridge/wlclient.rs"]
+mod wlclient;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "fbclient",
+    about = "Wayland test clients for fencebridge: stale frames, release points, stuck fences, \
+             judged by the output's pixels"
+)]
+struct Cli {
+    #[command(subcommand)]
+    mode: Mode,
+}
+
+#[derive(Subcommand)]
+enum Mode {
+    /// Implicit sync: each frame committed while its vgem write fence is pending.
+    Implicit {
+        #[command(flatten)]
+        common: Common,
+        /// Frames to commit.
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=65535))]
+        frames: u32,
+        /// How long the "GPU" writes after each commit, in ms.
+        #[arg(long, default_value_t = 100)]
+        delay_ms: u64,
+    },
+    /// linux-drm-syncobj-v1: acquire points signalled after the commit; release points checked.
+    Explicit {
+        #[command(flatten)]
+        common: Common,
+        /// Frames to commit.
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=65535))]
+        frames: u32,
+        /// How long the "GPU" writes after each commit, in ms.
+        #[arg(long, default_value_t = 50)]
+        delay_ms: u64,
+    },
+    /// A good frame, then one whose acquire never signals; stays connected.
+    Stuck {
+        #[command(flatten)]
+        common: Common,
+        /// Use an acquire point (linux-drm-syncobj-v1) instead of a vgem write fence.
+        #[arg(long)]
+        explicit: bool,
+        /// How long to stay connected after the stuck commit (vgem fences self-signal after
+        /// about 10 s).
+        #[arg(long, default_value_t = 5.0, value_parser = parse_seconds)]
+        seconds: f64,
+    },
+}
+
+/// Options every mode takes.
+#[derive(Args)]
+pub struct Common {
+    /// The window (and buffer) size.
+    #[arg(long, default_value = "128x128", value_parser = parse_size)]
+    pub size: (u32, u32),
+    /// Tells this client's colours from other clients' (0..=127).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=127))]
+    pub tag: u8,
+}
+
+fn parse_size(s: &str) -> Result<(u32, u32), String> {
+    let bad = || format!("{s:?} is not a size: give WIDTHxHEIGHT, such as 128x128");
+    let (w, h) = s.split_once('x').ok_or_else(bad)?;
+    match (w.parse::<u32>(), h.parse::<u32>()) {
+        (Ok(w), Ok(h)) if (1..=8192).contains(&w) && (1..=8192).contains(&h) => Ok((w, h)),
+        _ => Err(bad()),
+    }
+}
+
+fn parse_seconds(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && (0.0..=3600.0).contains(&v) => Ok(v),
+        _ => Err(format!("{s:?} is not a number of seconds (0 to 3600)")),
+    }
+}
+
+/// Stale frames and frame times of a run.
+#[derive(Default)]
+pub struct FrameStats {
+    frames: u32,
+    stale: u32,
+    max_frame: Duration,
+}
+
+impl FrameStats {
+    /// One frame: from commit to frame callback, and whether the output showed it.
+    pub fn frame(&mut self, time: Duration, shown_right: bool) {
+        self.frames += 1;
+        self.stale += u32::from(!shown_right);
+        self.max_frame = self.max_frame.max(time);
+    }
+
+    /// `frames=N stale=S`.
+    pub fn counts(&self) -> String {
+        format!("frames={} stale={}", self.frames, self.stale)
+    }
+
+    /// The longest commit-to-frame-callback time, in whole ms.
+    pub fn max_frame_ms(&self) -> u128 {
+        self.max_frame.as_millis()
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let (name, result) = match &cli.mode {
+        Mode::Implicit {
+            common,
+            frames,
+            delay_ms,
+        } => (
+            "implicit",
+            implicit::run(common, *frames, Duration::from_millis(*delay_ms)),
+        ),
+        Mode::Explicit {
+            common,
+            frames,
+            delay_ms,
+        } => (
+            "explicit",
+            explicit::run(common, *frames, Duration::from_millis(*delay_ms)),
+        ),
+        Mode::Stuck {
+            common,
+            explicit,
+            seconds,
+        } => (
+            "stuck",
+            stuck::run(common, *explicit, Duration::from_secs_f64(*seconds)),
+        ),
+    };
+    match result {
+        Ok(line) => {
+            println!("{line}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("fbclient {name}: error ({}): {e}", e.kind);
+            ExitCode::from(2)
+        }
+    }
+}

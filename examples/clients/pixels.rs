@@ -1,0 +1,156 @@
+//! The pixels: vgem buffers mapped for CPU writes (the "GPU" of these clients), the colour of
+//! each frame, and the check of a captured output against it.
+
+use std::os::fd::BorrowedFd;
+
+use fencebridge::producer::{Vgem, VgemBuffer};
+use rustix::mm::{mmap, munmap, MapFlags, ProtFlags};
+use wayland_client::protocol::wl_buffer::WlBuffer;
+
+use crate::wlclient::{Client, WlError};
+
+/// DRM_FORMAT_XRGB8888.
+pub const XRGB8888: u32 = u32::from_le_bytes(*b"XR24");
+
+/// The colour of frame `frame` of the client tagged `tag` (0..=127): opaque XRGB, different for
+/// every (tag, frame) with frame < 65536, and never the compositor's background (its red byte
+/// is below 0x80) nor black.
+pub fn colour(tag: u8, frame: u32) -> u32 {
+    0xff00_0000 | (0x80 | u32::from(tag & 0x7f)) << 16 | ((frame + 1) & 0xffff)
+}
+
+/// A vgem dma-buf, its wl_buffer and a writable mapping of it.
+pub struct Buffer {
+    /// The vgem buffer (fences are attached through it).
+    pub vgem: VgemBuffer,
+    /// The linux-dmabuf wl_buffer.
+    pub wl: WlBuffer,
+    map: Mapping,
+    width: u32,
+    height: u32,
+}
+
+impl Buffer {
+    /// A `width`×`height` XRGB8888 vgem buffer shared with the compositor as wl_buffer `index`.
+    pub fn new<X>(
+        client: &Client<X>,
+        vgem: &Vgem,
+        (width, height): (u32, u32),
+        index: usize,
+    ) -> Result<Buffer, WlError> {
+        let buffer = vgem
+            .create_buffer(width, height)
+            .map_err(|e| WlError::new("io", format!("vgem buffer: {e}")))?;
+        let map = Mapping::new(buffer.dmabuf())?;
+        let wl = client.dmabuf_buffer(
+            &[(buffer.dmabuf(), 0, buffer.pitch())],
+            (width, height),
+            XRGB8888,
+            index,
+        );
+        Ok(Buffer {
+            vgem: buffer,
+            wl,
+            map,
+            width,
+            height,
+        })
+    }
+
+    /// Writes `colour` over every pixel, as the GPU job that renders the frame. No
+    /// `DMA_BUF_IOCTL_SYNC` bracket: its START would wait for the write fence this very job is
+    /// supposed to signal.
+    pub fn fill(&mut self, colour: u32) {
+        let pitch = self.vgem.pitch() as usize;
+        let row = self.width as usize * 4;
+        let bytes = self.map.bytes_mut();
+        for y in 0..self.height as usize {
+            for px in bytes[y * pitch..y * pitch + row].chunks_exact_mut(4) {
+                px.copy_from_slice(&colour.to_le_bytes());
+            }
+        }
+    }
+}
+
+impl Drop for Buffer {
+    fn drop(&mut self) {
+        self.wl.destroy();
+    }
+}
+
+/// A shared read-write mapping of a whole dma-buf.
+struct Mapping {
+    ptr: *mut std::ffi::c_void,
+    len: usize,
+}
+
+impl Mapping {
+    fn new(fd: BorrowedFd<'_>) -> Result<Mapping, WlError> {
+        let len = rustix::fs::seek(fd, rustix::fs::SeekFrom::End(0))
+            .map_err(|e| WlError::new("io", format!("dma-buf size: {e}")))?
+            as usize;
+        // SAFETY: a fresh shared mapping of the `len` bytes of a dma-buf opened read-write;
+        // nothing else in this process uses that address range, and Drop unmaps it once.
+        let ptr = unsafe {
+            mmap(
+                std::ptr::null_mut(),
+                len,
+                ProtFlags::READ | ProtFlags::WRITE,
+                MapFlags::SHARED,
+                fd,
+                0,
+            )
+        }
+        .map_err(|e| WlError::new("io", format!("mmap of a vgem dma-buf: {e}")))?;
+        Ok(Mapping { ptr, len })
+    }
+
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        // SAFETY: `ptr` maps `len` writable bytes until Drop, and the `&mut self` borrow makes
+        // this the only slice of it in this process. The compositor may read the pages at the
+        // same time (that is the point of the test); plain bytes have no invalid values.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.cast::<u8>(), self.len) }
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: exactly the range mmap returned, unmapped once; no slice of it outlives
+        // `self` (bytes_mut borrows self).
+        let _ = unsafe { munmap(self.ptr, self.len) };
+    }
+}
+
+/// How many pixels of a captured XRGB image have `colour` (the X byte ignored).
+pub fn count_colour(pixels: &[u32], colour: u32) -> usize {
+    pixels
+        .iter()
+        .filter(|&&p| p & 0x00ff_ffff == colour & 0x00ff_ffff)
+        .count()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn colours_differ_per_tag_and_frame_and_from_the_background() {
+        let mut seen = std::collections::HashSet::new();
+        for tag in [0, 1, 2, 127] {
+            for frame in 0..2000 {
+                let c = colour(tag, frame);
+                assert_eq!(c >> 24, 0xff, "opaque");
+                assert!(seen.insert(c), "tag {tag} frame {frame} repeats a colour");
+                assert_ne!(c & 0xff_ffff, 0x20_2428, "the nested background");
+                assert_ne!(c & 0xff_ffff, 0, "black (an unwritten buffer)");
+            }
+        }
+    }
+
+    #[test]
+    fn counting_ignores_the_x_byte() {
+        let c = colour(3, 7);
+        let pixels = [c, c & 0x00ff_ffff, 0xff00_0000, c ^ 1];
+        assert_eq!(count_colour(&pixels, c), 2);
+    }
+}
