@@ -7,6 +7,7 @@ mod support;
 
 mod bad_input;
 mod dmabuf_fences;
+mod e2e;
 mod leaks;
 mod probe;
 mod producers;

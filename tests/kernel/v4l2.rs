@@ -63,7 +63,7 @@ fn vivid_node(n: u32, cap: u32) -> PathBuf {
 }
 
 /// The capture node of vivid instance `n`.
-fn vivid_capture(n: u32) -> PathBuf {
+pub fn vivid_capture(n: u32) -> PathBuf {
     vivid_node(
         n,
         sys::V4L2_CAP_VIDEO_CAPTURE | sys::V4L2_CAP_VIDEO_CAPTURE_MPLANE,

@@ -1,0 +1,1 @@
+//! fencebridge's own test clients (`examples/clients`) against the reference compositor.
