@@ -183,7 +183,11 @@ impl Rng {
     /// Seeded from `FENCEBRIDGE_SEED` if set, else `default`; says which seed it uses, so a
     /// failing run can be replayed.
     pub fn from_env(test: &str, default: u64) -> Rng {
-        let seed = env_u64("FENCEBRIDGE_SEED", default);
+        Rng::seeded(test, env_u64("FENCEBRIDGE_SEED", default))
+    }
+
+    /// Seeded with `seed`; says so.
+    pub fn seeded(test: &str, seed: u64) -> Rng {
         let line = format!("{test}: seed {seed} (replay with FENCEBRIDGE_SEED={seed})\n");
         let _ = std::io::stderr().write_all(line.as_bytes());
         Rng(seed)
