@@ -70,6 +70,44 @@ pub enum SyncMode {
 }
 
 impl SyncMode {
+    /// The mode with every point 0 dropped: the commit is then planned as if the client had
+    /// not set that point.
+    ///
+    /// Point 0 is not a point on a timeline. In a Vulkan timeline semaphore (where WSI takes
+    /// its points from) 0 is the initial value, reached before anything is submitted, so a
+    /// client that sets it asks for no synchronisation at all; in the kernel, point 0 of a
+    /// timeline syncobj names the whole syncobj instead: waiting for it waits for whatever
+    /// fence the timeline has last (forever on a fresh one), and signalling it replaces the
+    /// timeline's fence, which breaks every other point the client waits for. So:
+    /// - an acquire point 0 is not waited for: the buffer is acquired like an implicit
+    ///   client's, from a snapshot of its dma-buf's fences (a driver that fences implicitly is
+    ///   still waited for; otherwise the client gets what it asked for);
+    /// - a release point 0 is never signalled (the client's wait for 0 returns at once): the
+    ///   buffer is given back like an implicit client's, by `wl_buffer.release`.
+    ///
+    /// Neither is a protocol error (linux-drm-syncobj-v1 has no error for it, and the point
+    /// is a plain u64); the bridge counts it per client and logs it once.
+    pub fn without_point_zero(self) -> SyncMode {
+        let nonzero = |p: TimelinePoint| (p.value != 0).then_some(p);
+        match (
+            self.acquire_point().and_then(nonzero),
+            self.release_point().and_then(nonzero),
+        ) {
+            (Some(acquire), Some(release)) => SyncMode::Explicit { acquire, release },
+            (Some(acquire), None) => SyncMode::AcquireOnly(acquire),
+            (None, Some(release)) => SyncMode::ReleaseOnly(release),
+            (None, None) => SyncMode::Implicit,
+        }
+    }
+
+    /// Whether the client set a point 0 (see [`SyncMode::without_point_zero`]).
+    pub fn has_point_zero(&self) -> bool {
+        [self.acquire_point(), self.release_point()]
+            .iter()
+            .flatten()
+            .any(|p| p.value == 0)
+    }
+
     /// The client's acquire point, if it gave one.
     pub fn acquire_point(&self) -> Option<TimelinePoint> {
         match *self {
@@ -301,6 +339,92 @@ pub fn plan_commit(input: &CommitInput) -> CommitPlan {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn point_zero_is_planned_as_no_point() {
+        let (a, r, zero) = (point(1, 7), point(2, 1), point(1, 0));
+        let cases = [
+            (
+                SyncMode::Explicit {
+                    acquire: a,
+                    release: r,
+                },
+                SyncMode::Explicit {
+                    acquire: a,
+                    release: r,
+                },
+            ),
+            (
+                SyncMode::Explicit {
+                    acquire: zero,
+                    release: r,
+                },
+                SyncMode::ReleaseOnly(r),
+            ),
+            (
+                SyncMode::Explicit {
+                    acquire: a,
+                    release: zero,
+                },
+                SyncMode::AcquireOnly(a),
+            ),
+            (
+                SyncMode::Explicit {
+                    acquire: zero,
+                    release: zero,
+                },
+                SyncMode::Implicit,
+            ),
+            (SyncMode::AcquireOnly(zero), SyncMode::Implicit),
+            (SyncMode::ReleaseOnly(zero), SyncMode::Implicit),
+            (SyncMode::Implicit, SyncMode::Implicit),
+        ];
+        for (given, planned) in cases {
+            assert_eq!(given.without_point_zero(), planned, "{given:?}");
+            assert_eq!(given.has_point_zero(), given != planned, "{given:?}");
+        }
+        // An acquire point 0 on a dma-buf: snapshotted and waited for like an implicit one;
+        // a release point 0 is never signalled.
+        let caps = BridgeCaps {
+            dmabuf_export: true,
+            dmabuf_import: true,
+            timelines: true,
+        };
+        let buffer = BufferKind::DmaBuf { unique_planes: 1 };
+        let sync = SyncMode::Explicit {
+            acquire: zero,
+            release: point(1, 5),
+        }
+        .without_point_zero();
+        assert!(needs_snapshot(buffer, &sync, caps));
+        let plan = plan_commit(&CommitInput {
+            buffer,
+            sync,
+            snapshot: Some(FenceState::Pending),
+            producer: ProducerClass::Unknown,
+            caps,
+        });
+        assert_eq!(plan.acquire, Acquire::WaitSnapshot);
+        assert_eq!(plan.publish, Publish::Nothing);
+        assert_eq!(
+            plan.release,
+            Release::SignalReleasePointFromReadFence(point(1, 5))
+        );
+        let sync = SyncMode::Explicit {
+            acquire: point(1, 3),
+            release: zero,
+        }
+        .without_point_zero();
+        let plan = plan_commit(&CommitInput {
+            buffer,
+            sync,
+            snapshot: None,
+            producer: ProducerClass::Fencing,
+            caps,
+        });
+        assert_eq!(plan.acquire, Acquire::WaitAcquirePoint(point(1, 3)));
+        assert_eq!(plan.release, Release::WhenReadsDone, "nothing to signal");
+    }
 
     const fn point(timeline: u64, value: u64) -> TimelinePoint {
         TimelinePoint::new(timeline, value)

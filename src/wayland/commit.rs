@@ -166,8 +166,7 @@ pub(crate) fn pre_commit<D: FenceBridgeHandler>(
                         .fencebridge_state()
                         .client_books(&client)
                         .report
-                        .protocol_errors
-                        .push(error.to_string());
+                        .note_protocol_error(error.to_string());
                     object.post_error(error.code(), error.to_string());
                     // The client is gone; its release point must still come.
                     if let Some(point) = release {
@@ -178,12 +177,30 @@ pub(crate) fn pre_commit<D: FenceBridgeHandler>(
             }
         }
     };
+    // Point 0 is planned as no point at all (see `SyncMode::without_point_zero`).
+    let sync = if sync.mode.has_point_zero() {
+        let books = state.fencebridge_state().client_books(&client);
+        if books.report.zero_points == 0 {
+            tracing::warn!(
+                "fencebridge: client pid {:?} set a timeline point 0: not waited for, never \
+                 signalled (acquired and released like an implicit client's buffer)",
+                books.report.pid.unwrap_or(-1)
+            );
+        }
+        books.report.zero_points += 1;
+        CommitSync {
+            mode: sync.mode.without_point_zero(),
+            tolerated: sync.tolerated,
+        }
+    } else {
+        sync
+    };
+    let acquire = acquire.filter(|p| p.point.value != 0);
+    let release = release.filter(|p| p.point.value != 0);
     for tolerated in &sync.tolerated {
         tracing::warn!("fencebridge: tolerated a client bug: {tolerated}");
         let report = &mut state.fencebridge_state().client_books(&client).report;
-        report
-            .protocol_errors
-            .push(format!("tolerated: {tolerated}"));
+        report.note_protocol_error(format!("tolerated: {tolerated}"));
     }
 
     let (plan, snapshot) = plan(state, &client, &attachment, sync.mode);

@@ -201,6 +201,9 @@ pub struct FenceBridgeState {
     next_id: u64,
 }
 
+/// How many disconnected clients' reports the bridge keeps, at least.
+pub const KEPT_GONE_CLIENTS: usize = 64;
+
 /// What the bridge keeps per client.
 #[derive(Debug)]
 pub(crate) struct ClientBooks {
@@ -273,7 +276,24 @@ impl FenceBridgeState {
         self.syncobj.as_ref()
     }
 
-    /// What the bridge did for one client (kept after it disconnects, for reports).
+    /// Keeps the books of at most [`KEPT_GONE_CLIENTS`] disconnected clients: a compositor
+    /// that runs for weeks sees many thousands of clients come and go.
+    fn forget_gone_clients(&mut self) {
+        let handle = self.dh.backend_handle();
+        let gone: Vec<ClientId> = self
+            .clients
+            .keys()
+            .filter(|id| handle.get_client_data((*id).clone()).is_err())
+            .cloned()
+            .collect();
+        for id in gone.into_iter().skip(KEPT_GONE_CLIENTS) {
+            self.clients.remove(&id);
+        }
+    }
+
+    /// What the bridge did for one client (kept after it disconnects, for reports; once more
+    /// than `2 × KEPT_GONE_CLIENTS` clients are booked, only [`KEPT_GONE_CLIENTS`] of those
+    /// that are gone are kept).
     pub fn client_report(&self, client: &ClientId) -> Option<&ClientReport> {
         self.clients.get(client).map(|c| &c.report)
     }
@@ -290,6 +310,9 @@ impl FenceBridgeState {
     }
 
     pub(crate) fn client_books(&mut self, client: &Client) -> &mut ClientBooks {
+        if self.clients.len() >= 2 * KEPT_GONE_CLIENTS && !self.clients.contains_key(&client.id()) {
+            self.forget_gone_clients();
+        }
         let threshold = self.config.non_fencing_after;
         let dh = &self.dh;
         self.clients

@@ -90,8 +90,15 @@ pub struct ClientReport {
     pub release_points_signalled: u64,
     /// Waits that passed the deadline.
     pub overdue_waits: u64,
-    /// Protocol errors raised on it (it was disconnected) and tolerated (lenient mode).
+    /// Commits that set a timeline point 0 (not waited for, never signalled: see
+    /// [`SyncMode::without_point_zero`](crate::bridge::plan::SyncMode::without_point_zero)).
+    pub zero_points: u64,
+    /// Protocol errors raised on it (it was disconnected) and tolerated (lenient mode): the
+    /// first [`ClientReport::KEPT_ERRORS`].
     pub protocol_errors: Vec<String>,
+    /// Protocol errors beyond those kept (a lenient compositor's client that repeats one
+    /// every frame must not grow the report forever).
+    pub more_protocol_errors: u64,
 }
 
 impl ClientReport {
@@ -104,7 +111,20 @@ impl ClientReport {
             releases_deferred: 0,
             release_points_signalled: 0,
             overdue_waits: 0,
+            zero_points: 0,
             protocol_errors: Vec::new(),
+            more_protocol_errors: 0,
+        }
+    }
+
+    /// How many protocol error messages a report keeps.
+    pub const KEPT_ERRORS: usize = 32;
+
+    pub(crate) fn note_protocol_error(&mut self, message: String) {
+        if self.protocol_errors.len() < Self::KEPT_ERRORS {
+            self.protocol_errors.push(message);
+        } else {
+            self.more_protocol_errors += 1;
         }
     }
 

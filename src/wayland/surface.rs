@@ -41,6 +41,11 @@ pub(crate) struct ClientPoint {
 impl ClientPoint {
     /// Signals the point on the CPU: for a point nothing of the compositor's reads for.
     pub fn signal_now(&self) {
+        // Point 0 is never signalled: it would replace the timeline's fence (see
+        // `SyncMode::without_point_zero`), and the client's wait for it returns at once.
+        if self.point.value == 0 {
+            return;
+        }
         if let Err(e) = self.timeline.signal(self.point.value) {
             tracing::error!("fencebridge: could not signal release {}: {e}", self.point);
         }

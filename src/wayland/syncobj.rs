@@ -64,13 +64,13 @@ fn raise<D: FenceBridgeHandler>(
     match leniency.judge(error) {
         Verdict::Raise(error) => {
             tracing::warn!("fencebridge: protocol error: {error}");
-            report.protocol_errors.push(error.to_string());
+            report.note_protocol_error(error.to_string());
             object.post_error(error.code(), error.to_string());
             true
         }
         Verdict::Tolerate(error) => {
             tracing::warn!("fencebridge: tolerated a client bug: {error}");
-            report.protocol_errors.push(format!("tolerated: {error}"));
+            report.note_protocol_error(format!("tolerated: {error}"));
             false
         }
     }
