@@ -112,11 +112,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut flush = display.handle();
     let (gpu, frames_done) = gpu::SoftGpu::start(Duration::from_millis(args.gpu_ms))?;
     let mut state = Nested::new(&dh, event_loop.handle(), !args.no_bridge, gpu, args.size);
-    eprintln!(
-        "nested: fencebridge {}; {}",
-        if state.bridge_on { "on" } else { "OFF" },
-        state.bridge.capabilities().paths().join("; ")
-    );
+    if state.bridge_on {
+        let paths = state.bridge.capabilities().paths().join("; ");
+        eprintln!("nested: fencebridge on; {paths}");
+    } else {
+        eprintln!("nested: fencebridge OFF: commits apply at once, whatever their fences");
+    }
 
     let socket = ListeningSocketSource::new_auto()?;
     let socket_name = socket.socket_name().to_owned();

@@ -26,6 +26,11 @@ pub const HOST_TOOLS: &[&str] = &[
     "strace",
 ];
 
+/// Real Wayland clients the end-to-end tests and the demo run against the reference compositor
+/// (the guest runs the host's programs): `weston-simple-dmabuf-v4l` (package weston), a V4L2
+/// → linux-dmabuf video client, and `grim`, a screenshot tool speaking wlr-screencopy.
+pub const WAYLAND_CLIENTS: &[&str] = &["weston", "grim"];
+
 /// `-dev` packages of the C libraries that the workspace's `-sys` crates build against.
 pub const BUILD_DEPS: &[&str] = &[
     "pkg-config",

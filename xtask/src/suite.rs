@@ -48,6 +48,7 @@ pub fn run(workspace: &Path, options: &Options) -> Result<bool> {
     let mut packages = apt::BUILD_DEPS.to_vec();
     if options.vm {
         packages.extend(apt::HOST_TOOLS);
+        packages.extend(apt::WAYLAND_CLIENTS);
     }
     report.check("host packages", apt::ensure(&packages));
     let kernels = if suites.is_empty() {
@@ -180,9 +181,11 @@ fn vm_tests(
         .collect()
 }
 
-/// Builds the kernel tests (and the `fencebridge` binary they run) and returns the test
-/// executable.
+/// Builds the kernel tests (and the `fencebridge` binary and the examples they run) and returns
+/// the test executable.
 fn kernel_suite(cargo: &Cargo) -> Result<PathBuf> {
+    // The end-to-end tests run the reference compositor and the test clients.
+    cmd::run(&mut cargo.command(&["build", "--examples", "--all-features"]))?;
     // json-render-diagnostics: cargo's messages on stdout, compiler errors readable on stderr
     let messages = cmd::output(&mut cargo.command(&[
         "test",

@@ -1,1 +1,159 @@
-//! fencebridge's own test clients (`examples/clients`) against the reference compositor.
+//! fencebridge's own test clients (`examples/clients`, "fbclient") against the reference
+//! compositor. They judge it by its pixels: after each frame callback they read the output back
+//! through wlr-screencopy and count a frame as stale when its colour is not what is shown.
+
+use super::{built, count, differing_pixels, nested, read_png, scratch};
+use crate::support::{kernel, timeline_device};
+
+fn fbclient(args: &str) -> String {
+    format!("{} {args}", built("fbclient").display())
+}
+
+/// The stale-frame scenario: each frame is committed while its vgem write fence is pending,
+/// and the pixels are written only just before the fence signals. With fencebridge the
+/// compositor holds each commit until its fence signals: no stale frame.
+#[test]
+fn e2e_implicit_client_never_shows_a_stale_frame() {
+    let dir = scratch("implicit");
+    let run = nested(
+        &dir,
+        60,
+        &[],
+        &[fbclient("implicit --frames 12 --delay-ms 100")],
+    );
+    let result = run.fbclient("implicit");
+    assert_eq!(count(&result, "frames"), 12, "{result:?}");
+    assert_eq!(count(&result, "stale"), 0, "{}", run.stdout);
+    let client = run.client("fbclient");
+    assert_eq!(client["producer"], "Fencing", "{}", run.stdout);
+    let waited = client["commits"]["implicit, waited for the snapshot"]
+        .as_u64()
+        .unwrap_or(0);
+    assert!(
+        waited >= 12,
+        "only {waited} commits were held:\n{}",
+        run.stdout
+    );
+}
+
+/// The same client with the bridge switched off: the compositor shows each frame as soon as
+/// it is committed, while the "GPU" is still writing, and the client sees its old pixels.
+/// This is the proof that the test above can fail.
+#[test]
+fn e2e_without_the_bridge_the_same_client_sees_stale_frames() {
+    let dir = scratch("implicit-no-bridge");
+    let run = nested(
+        &dir,
+        60,
+        &["--no-bridge"],
+        &[fbclient("implicit --frames 12 --delay-ms 100")],
+    );
+    let result = run.fbclient("implicit");
+    assert_eq!(count(&result, "frames"), 12, "{result:?}");
+    let stale = count(&result, "stale");
+    assert!(
+        stale >= 6,
+        "only {stale} of 12 frames stale without the bridge"
+    );
+}
+
+/// linux-drm-syncobj-v1 on a virtio_gpu timeline: frames wait for their acquire points, and
+/// each release point is signalled only after the compositor has read the buffer and stopped
+/// showing it.
+#[test]
+fn e2e_explicit_client_frames_and_release_order() {
+    if timeline_device("e2e_explicit_client_frames_and_release_order").is_none() {
+        return;
+    }
+    let dir = scratch("explicit");
+    let run = nested(
+        &dir,
+        60,
+        &[],
+        &[fbclient("explicit --frames 12 --delay-ms 50")],
+    );
+    let result = run.fbclient("explicit");
+    assert_eq!(count(&result, "frames"), 12, "{result:?}");
+    assert_eq!(count(&result, "stale"), 0, "{}", run.stdout);
+    assert_eq!(count(&result, "release_early"), 0, "{}", run.stdout);
+    assert_eq!(count(&result, "release_late"), 0, "{}", run.stdout);
+    let client = run.client("fbclient");
+    let waited = client["commits"]["explicit, waited for the acquire point"]
+        .as_u64()
+        .unwrap_or(0);
+    assert!(
+        waited >= 12,
+        "only {waited} commits waited:\n{}",
+        run.stdout
+    );
+    assert!(client["release_points_signalled"].as_u64().unwrap() >= 11);
+}
+
+/// A client whose fence never signals (an acquire point where the kernel has timelines, else
+/// a vgem fence, which vgem itself signals only after 10 s) does not delay another client: its
+/// frames all show, none stale, and none takes longer than a frame's own fence.
+#[test]
+fn e2e_stuck_client_does_not_delay_another() {
+    let explicit = kernel().has_timelines();
+    let dir = scratch("stuck");
+    let stuck = if explicit {
+        "stuck --explicit --seconds 8 --tag 2"
+    } else {
+        "stuck --seconds 8 --tag 2"
+    };
+    let run = nested(
+        &dir,
+        60,
+        &[],
+        &[
+            fbclient(stuck),
+            fbclient("implicit --frames 12 --delay-ms 100 --tag 1"),
+        ],
+    );
+    let result = run.fbclient("implicit");
+    assert_eq!(count(&result, "frames"), 12, "{result:?}");
+    assert_eq!(count(&result, "stale"), 0, "{}", run.stdout);
+    // A frame waits for its own 100 ms fence, plus the emulated machine's slowness; a frame
+    // that waited for the stuck client would take its 1 s deadline at least.
+    let slowest = count(&result, "max_frame_ms");
+    assert!(slowest < 1000, "a frame took {slowest} ms:\n{}", run.stdout);
+    let stuck = run.fbclient("stuck");
+    assert_eq!(count(&stuck, "stale"), 0, "{}", run.stdout);
+    let overdue: u64 = run.report["clients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c["overdue_waits"].as_u64())
+        .sum();
+    assert!(
+        overdue >= 1,
+        "the stuck wait was not diagnosed:\n{}",
+        run.stdout
+    );
+}
+
+/// `grim`, a real screenshot tool, captures what the compositor itself rendered. The client
+/// outlives the compositor's 8 s, so nothing changes between grim's capture and the
+/// compositor's own picture of its last frame.
+#[test]
+fn e2e_grim_screenshot_matches_the_compositors_render() {
+    let dir = scratch("grim");
+    let grim = dir.join("grim.sh");
+    std::fs::write(&grim, "sleep 3; grim grim.png\n").unwrap();
+    let run = nested(
+        &dir,
+        8,
+        &["--size", "320x200"],
+        &[
+            fbclient("stuck --seconds 60 --tag 3"),
+            format!("/bin/sh {}", grim.display()),
+        ],
+    );
+    let ours = read_png(&run.png);
+    let theirs = read_png(&run.dir.join("grim.png"));
+    assert_eq!(differing_pixels(&ours, &theirs), 0);
+    // Not an empty screen: the client's 128×128 frame is in it.
+    let background = &ours.2[..3];
+    let drawn = ours.2.chunks_exact(3).filter(|p| p != &background).count();
+    assert!(drawn >= 128 * 128, "only {drawn} pixels drawn");
+}
