@@ -7,8 +7,8 @@
 use std::time::{Duration, Instant};
 
 use crate::pixels::colour;
-use crate::session::{Session, Syncobj};
-use crate::wlclient::{WlError, ANSWER_TIMEOUT};
+use crate::session::Session;
+use crate::wlclient::{Syncobj, WlError, ANSWER_TIMEOUT};
 use crate::{Common, FrameStats};
 
 /// How long after the next commit's frame callback a release point may take to signal.
@@ -27,7 +27,7 @@ struct Shown {
 /// Runs `frames` frames, each acquire point signalled `delay` after its commit.
 pub fn run(common: &Common, frames: u32, delay: Duration) -> Result<String, WlError> {
     let mut session = Session::new("fbclient explicit", common.size, BUFFERS)?;
-    let sync = Syncobj::new(&session)?;
+    let sync = session.syncobj()?;
     // Per buffer: the last point used, and the release point to wait for before reuse.
     let mut last_point = [0u64; BUFFERS];
     let mut releases: [Option<u64>; BUFFERS] = [None; BUFFERS];

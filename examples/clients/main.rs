@@ -42,6 +42,8 @@ mod implicit;
 mod pixels;
 mod session;
 mod stuck;
+// Shared with `fencebridge v4l2 --show`, which uses parts these clients do not.
+#[allow(dead_code)]
 #[path = "../../src/bin/fencebridge/wlclient.rs"]
 mod wlclient;
 

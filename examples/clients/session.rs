@@ -1,20 +1,13 @@
 //! What every mode does the same way: a window, its vgem buffers, committing a frame, waiting
-//! for its frame callback, asking the output whether it shows a colour, and linux-drm-syncobj-v1
-//! timelines for the buffers.
+//! for its frame callback, and asking the output whether it shows a colour.
 
-use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
 use fencebridge::producer::Vgem;
-use fencebridge::timeline::{SyncobjDevice, Timeline};
-use wayland_protocols::wp::linux_drm_syncobj::v1::client::{
-    wp_linux_drm_syncobj_surface_v1::WpLinuxDrmSyncobjSurfaceV1,
-    wp_linux_drm_syncobj_timeline_v1::WpLinuxDrmSyncobjTimelineV1,
-};
 
 use crate::capture::{Capturer, Screencopy};
 use crate::pixels::{count_colour, Buffer};
-use crate::wlclient::{hi_lo, Client, Window, WlError};
+use crate::wlclient::{Client, Syncobj, Window, WlError};
 
 /// A connected client with a window and its buffers.
 pub struct Session {
@@ -45,6 +38,7 @@ impl Session {
         let buffers = (0..buffers)
             .map(|i| Buffer::new(&client, &vgem, size, i))
             .collect::<Result<Vec<_>, _>>()?;
+        client.check_buffers()?;
         let released = vec![true; buffers.len()];
         Ok(Session {
             client,
@@ -134,68 +128,9 @@ impl Session {
         let want = width as usize * height as usize;
         Ok(count_colour(&image.pixels, colour) >= want)
     }
-}
 
-/// linux-drm-syncobj-v1 for a session's buffers: one timeline per buffer, as Vulkan WSI does
-/// (a timeline's points signal in order).
-pub struct Syncobj {
-    timelines: Vec<Timeline>,
-    surface: WpLinuxDrmSyncobjSurfaceV1,
-    wl_timelines: Vec<WpLinuxDrmSyncobjTimelineV1>,
-}
-
-impl Syncobj {
-    /// Timelines for every buffer of `session`, on the first DRM device that has them, imported
-    /// into the compositor. Fails first if the compositor does not offer the protocol.
-    pub fn new(session: &Session) -> Result<Syncobj, WlError> {
-        if session.client.syncobj.is_none() {
-            // Said before looking for a device: the compositor is what lacks it.
-            session
-                .client
-                .syncobj_surface(&session.window.surface, &[])?;
-        }
-        let device = SyncobjDevice::find().map_err(|e| WlError::new("no-device", e.to_string()))?;
-        let timelines = session
-            .buffers
-            .iter()
-            .map(|_| device.create_timeline())
-            .collect::<Result<Vec<Timeline>, _>>()
-            .map_err(|e| WlError::new("io", format!("creating a timeline: {e}")))?;
-        let fds = timelines
-            .iter()
-            .map(Timeline::export_fd)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| WlError::new("io", format!("exporting a timeline: {e}")))?;
-        let borrowed: Vec<_> = fds.iter().map(AsFd::as_fd).collect();
-        let (surface, wl_timelines) = session
-            .client
-            .syncobj_surface(&session.window.surface, &borrowed)?;
-        Ok(Syncobj {
-            timelines,
-            surface,
-            wl_timelines,
-        })
-    }
-
-    /// Sets the next commit's acquire and release points on buffer `index`'s timeline.
-    pub fn set_points(&self, index: usize, acquire: u64, release: u64) {
-        let ((ahi, alo), (rhi, rlo)) = (hi_lo(acquire), hi_lo(release));
-        let timeline = &self.wl_timelines[index];
-        self.surface.set_acquire_point(timeline, ahi, alo);
-        self.surface.set_release_point(timeline, rhi, rlo);
-    }
-
-    /// Signals `point` of buffer `index`'s timeline from the CPU (the frame is written).
-    pub fn signal(&self, index: usize, point: u64) -> Result<(), WlError> {
-        self.timelines[index]
-            .signal(point)
-            .map_err(|e| WlError::new("io", format!("signalling an acquire point: {e}")))
-    }
-
-    /// Whether `point` of buffer `index`'s timeline has signalled.
-    pub fn signalled(&self, index: usize, point: u64) -> Result<bool, WlError> {
-        self.timelines[index]
-            .is_signalled(point)
-            .map_err(|e| WlError::new("io", format!("querying a release point: {e}")))
+    /// linux-drm-syncobj-v1 timelines for every buffer (see [`Syncobj::new`]).
+    pub fn syncobj(&self) -> Result<Syncobj, WlError> {
+        Syncobj::new(&self.client, &self.window.surface, self.buffers.len())
     }
 }

@@ -7,14 +7,14 @@
 use std::time::Duration;
 
 use crate::pixels::colour;
-use crate::session::{Session, Syncobj};
+use crate::session::Session;
 use crate::wlclient::{WlError, ANSWER_TIMEOUT};
 use crate::Common;
 
 /// Commits the good frame and the stuck one, then dispatches for `seconds`.
 pub fn run(common: &Common, explicit: bool, seconds: Duration) -> Result<String, WlError> {
     let mut session = Session::new("fbclient stuck", common.size, 2)?;
-    let syncobj = explicit.then(|| Syncobj::new(&session)).transpose()?;
+    let syncobj = explicit.then(|| session.syncobj()).transpose()?;
 
     // The good frame: written, then committed with nothing to wait for.
     let good = colour(common.tag, 0);

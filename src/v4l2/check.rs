@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use super::device::{BufferState, Device, DeviceInfo};
 use super::format::{Format, FormatDesc, FourCc, QueueKind};
 use super::report::{self, Finding};
+use super::show::ShowOutcome;
 use super::Error;
 use crate::bridge::plan::{
     self, Acquire, BridgeCaps, BufferKind, CommitInput, CommitPlan, Release, SyncMode,
@@ -224,6 +225,16 @@ pub struct Report {
     pub bridge: BridgeView,
     /// The findings, each with a severity and advice.
     pub findings: Vec<Finding>,
+    /// What presenting the frames on a Wayland compositor showed (`--show`), if it ran.
+    pub show: Option<ShowOutcome>,
+}
+
+impl Report {
+    /// Adds what presenting the frames on a compositor showed, and its findings.
+    pub fn add_show(&mut self, show: ShowOutcome) {
+        self.findings.extend(super::show::findings(&show));
+        self.show = Some(show);
+    }
 }
 
 /// One allocated buffer and its exported planes.
@@ -428,6 +439,7 @@ pub fn check(
         observations: obs,
         bridge,
         findings,
+        show: None,
     })
 }
 

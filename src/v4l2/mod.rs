@@ -15,6 +15,9 @@
 //! - [`check()`]: streams N frames and watches the fences ([`Report`], [`Observations`]).
 //! - [`report`]: turns the measurements into [`Finding`]s, a [`Verdict`] and the readable
 //!   report.
+//! - [`show`]: judges what presenting the frames on a Wayland compositor showed
+//!   ([`ShowOutcome`], from `fencebridge v4l2 --show`): did it give back a buffer it was still
+//!   reading?
 //!
 //! The kernel side is in [`crate::sys::v4l2`] (the only place ioctls are issued); fences go
 //! through [`crate::fence`], the compositor's view through [`crate::bridge`].
@@ -42,6 +45,7 @@ mod device;
 mod error;
 mod format;
 pub mod report;
+pub mod show;
 
 pub use check::{
     check, BridgeView, BufferLayout, CheckOptions, FenceTally, ImportOutcome, Observations,
@@ -53,3 +57,4 @@ pub use format::{
     BadFourCc, ColourPlane, Format, FormatDesc, FourCc, FrameSize, MemoryPlaneFormat, QueueKind,
 };
 pub use report::{Finding, Severity, Verdict};
+pub use show::ShowOutcome;

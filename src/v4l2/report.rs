@@ -6,6 +6,7 @@ use std::fmt;
 
 use super::check::{BridgeView, ImportOutcome, Observations, Report, StubCalibration};
 use super::format::Format;
+use super::show::ShowOutcome;
 use crate::bridge::plan::{Acquire, Release};
 use crate::bridge::producer_class::{ProducerClass, DEFAULT_NON_FENCING_AFTER};
 use crate::sys::v4l2 as sys;
@@ -521,6 +522,10 @@ impl fmt::Display for Report {
         let import: Vec<String> = import.split_whitespace().map(String::from).collect();
         let head = "  imported pending read fence on a queued buffer:";
         writeln!(f, "{}", wrap(head, &import, "    ", 96))?;
+        if let Some(show) = &self.show {
+            writeln!(f)?;
+            write_show(f, show)?;
+        }
         writeln!(f)?;
         writeln!(f, "findings")?;
         let words = |s: &str| -> Vec<String> { s.split_whitespace().map(String::from).collect() };
@@ -539,7 +544,17 @@ impl fmt::Display for Report {
         writeln!(f)?;
         let verdict = words(&self.verdict().to_string());
         writeln!(f, "{}", wrap("verdict:", &verdict, "         ", 96))?;
-        if self.would_corrupt_without_bridge() {
+        if let Some(show) = &self.show {
+            let verdict = words(super::show::verdict(show));
+            writeln!(f, "{}", wrap("show:   ", &verdict, "         ", 96))?;
+        }
+        if self.show.as_ref().is_some_and(ShowOutcome::tears) {
+            writeln!(
+                f,
+                "exit status 1: the compositor gave back buffers it was still reading (frames \
+                 tear)"
+            )?;
+        } else if self.would_corrupt_without_bridge() {
             writeln!(
                 f,
                 "exit status 1: a finding above causes visible corruption under a compositor \
@@ -548,6 +563,44 @@ impl fmt::Display for Report {
         }
         Ok(())
     }
+}
+
+/// The `--show` section: how the frames were presented and given back.
+fn write_show(f: &mut fmt::Formatter<'_>, show: &ShowOutcome) -> fmt::Result {
+    let words = |s: &str| -> Vec<String> { s.split_whitespace().map(String::from).collect() };
+    let path = if show.syncobj {
+        "linux-dmabuf + linux-drm-syncobj-v1 (acquire points signalled from the CPU at DQBUF, a \
+         release point per commit)"
+            .to_owned()
+    } else {
+        match &show.syncobj_note {
+            Some(why) => format!("linux-dmabuf, implicit sync (no linux-drm-syncobj-v1: {why})"),
+            None => "linux-dmabuf, implicit sync".to_owned(),
+        }
+    };
+    writeln!(f, "shown on the Wayland compositor {}", show.compositor)?;
+    let presented = format!(
+        "{} frames in {:.2} s through {path}; {} shown (frame callbacks)",
+        show.presented,
+        show.elapsed.as_secs_f64(),
+        show.shown
+    );
+    writeln!(
+        f,
+        "{}",
+        wrap("  presented:", &words(&presented), "    ", 96)
+    )?;
+    let given_back = if show.syncobj {
+        "release points signalled"
+    } else {
+        "wl_buffer.release"
+    };
+    let releases = format!(
+        "{} buffers given back ({given_back}) and re-queued; {} early (a fence still pending on \
+         a dma-buf, DMA_BUF_IOCTL_EXPORT_SYNC_FILE for a write); {} still held at the end",
+        show.releases, show.early_releases, show.held_at_end
+    );
+    writeln!(f, "{}", wrap("  releases: ", &words(&releases), "    ", 96))
 }
 
 #[cfg(test)]
@@ -642,6 +695,7 @@ mod tests {
             observations,
             bridge,
             findings,
+            show: None,
         }
     }
 
@@ -715,6 +769,52 @@ mod tests {
         let report = vivid_like(honoured, 3);
         assert_eq!(report.verdict(), Verdict::Fencing);
         assert!(!ids(&report).contains(&"dequeued-buffers-unfenced"));
+    }
+
+    #[test]
+    fn the_show_outcome_has_its_section_findings_and_exit_status() {
+        let honoured = ImportOutcome::Honoured {
+            buffer: 1,
+            waited: Duration::from_secs(2),
+        };
+        let mut report = vivid_like(honoured.clone(), 0);
+        report.add_show(ShowOutcome {
+            compositor: "wayland-1".into(),
+            presented: 30,
+            shown: 29,
+            releases: 30,
+            ..ShowOutcome::default()
+        });
+        assert!(!report.would_corrupt_without_bridge());
+        assert_eq!(ids(&report).last(), Some(&"show-releases-after-reads"));
+        let text = report
+            .to_string()
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
+        assert!(
+            text.contains("shown on the Wayland compositor wayland-1 presented: 30 frames"),
+            "{text}"
+        );
+        assert!(text.contains("show: NO EARLY RELEASE"), "{text}");
+        assert!(!text.contains("exit status 1"), "{text}");
+
+        let mut report = vivid_like(honoured, 0);
+        report.add_show(ShowOutcome {
+            compositor: "wayland-1".into(),
+            presented: 30,
+            releases: 30,
+            early_releases: 4,
+            first_early: Some((0, 3)),
+            ..ShowOutcome::default()
+        });
+        assert!(report.would_corrupt_without_bridge());
+        let text = report.to_string();
+        assert!(text.contains("[corruption] show-early-release"), "{text}");
+        assert!(
+            text.contains("exit status 1: the compositor gave back buffers it was still reading"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -460,7 +460,7 @@ fn expbuf_unsupported() {
 }
 
 /// The CLI's bad-input path: exit status 2, the message on stderr, a JSON error for CI; and
-/// `--show`, which is not available yet, says so instead of pretending.
+/// `--show` with no compositor to talk to says so.
 #[test]
 fn cli_bad_input_exits_2() {
     kernel();
@@ -468,6 +468,7 @@ fn cli_bad_input_exits_2() {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_fencebridge"))
             .arg("v4l2")
             .args(args)
+            .env("WAYLAND_DISPLAY", "/nonexistent/wayland-socket")
             .output()
             .expect("run fencebridge v4l2");
         (
@@ -486,9 +487,14 @@ fn cli_bad_input_exits_2() {
     assert_eq!(code, Some(2));
     let error: Value = serde_json::from_str(&stdout).expect("JSON");
     assert_eq!(error["error"]["kind"], "not-a-video-device");
-    let (code, _, stderr) = cli(&["--show"]);
+    let (code, stdout, stderr) = cli(&["--show", "--json"]);
     assert_eq!(code, Some(2));
-    assert!(stderr.contains("--show is not available yet"), "{stderr}");
+    assert!(
+        stderr.contains("cannot connect to a Wayland compositor"),
+        "{stderr}"
+    );
+    let error: Value = serde_json::from_str(&stdout).expect("JSON");
+    assert_eq!(error["error"]["kind"], "no-compositor");
     let (code, _, stderr) = cli(&["--size", "big"]);
     assert_eq!(code, Some(2), "clap's usage errors exit 2 too");
     assert!(stderr.contains("is not a size"), "{stderr}");

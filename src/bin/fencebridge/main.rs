@@ -1,15 +1,22 @@
 //! `fencebridge`: the command-line tool. `fencebridge probe` tells what this machine supports
 //! and which path the bridge would take; `fencebridge v4l2` checks a V4L2 capture device the
-//! way a compositor sees its frames.
+//! way a compositor sees its frames, and with `--show` presents them on a Wayland compositor
+//! (`show.rs`, over the client plumbing in `wlclient.rs`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+mod show;
+// Shared with the test clients (examples/clients), which use parts this tool does not.
+#[allow(dead_code)]
+mod wlclient;
+
 use clap::{Parser, Subcommand};
 use fencebridge::caps::{Capabilities, PointWaitPath, Support};
 use fencebridge::v4l2::{self, CheckOptions, FourCc, ImportOutcome, Progress, Report};
 use serde_json::json;
+use show::ShowOptions;
 
 #[derive(Parser)]
 #[command(
@@ -31,8 +38,10 @@ enum Command {
     },
     /// Check a V4L2 capture device: whether its buffers carry fences while it fills them and
     /// after DQBUF, whether it waits for a fence imported onto a queued buffer, its plane
-    /// layout, and what fencebridge does for such a producer. Exit status: 0 fine, 1 a finding
-    /// would cause visible corruption under a compositor without the bridge, 2 the check could
+    /// layout, and what fencebridge does for such a producer; with --show, also present its
+    /// frames on the Wayland compositor and check that it never gives back a buffer it is still
+    /// reading. Exit status: 0 fine, 1 a finding would cause visible corruption (under a
+    /// compositor without the bridge, or under this compositor with --show), 2 the check could
     /// not run.
     V4l2 {
         /// The capture device [default: the first capture-capable /dev/video*].
@@ -52,9 +61,15 @@ enum Command {
         /// Machine-readable output (errors too, as {"error": {...}}).
         #[arg(long)]
         json: bool,
-        /// Present the frames on a Wayland compositor (not available yet).
+        /// Then present --frames frames on the Wayland compositor at $WAYLAND_DISPLAY like a
+        /// video player (linux-dmabuf, and linux-drm-syncobj-v1 where offered), re-queueing
+        /// each buffer when the compositor gives it back, and report any buffer given back
+        /// with a fence (a read) still pending on it.
         #[arg(long)]
         show: bool,
+        /// With --show: implicit sync only, even where linux-drm-syncobj-v1 is offered.
+        #[arg(long, requires = "show")]
+        no_syncobj: bool,
     },
 }
 
@@ -73,6 +88,7 @@ fn main() -> ExitCode {
             buffers,
             json,
             show,
+            no_syncobj,
         } => {
             let options = CheckOptions {
                 format,
@@ -81,6 +97,12 @@ fn main() -> ExitCode {
                 buffers,
                 ..CheckOptions::default()
             };
+            let show = show.then_some(ShowOptions {
+                frames,
+                buffers,
+                syncobj: !no_syncobj,
+                frame_timeout: options.frame_timeout,
+            });
             check_v4l2(device, &options, json, show)
         }
     }
@@ -102,14 +124,13 @@ fn check_v4l2(
     device: Option<PathBuf>,
     options: &CheckOptions,
     as_json: bool,
-    show: bool,
+    show: Option<ShowOptions>,
 ) -> ExitCode {
-    if show {
-        let message = "--show is not available yet: presenting the frames on a Wayland \
-                       compositor needs fencebridge's reference compositor, which is still being \
-                       written; run without --show for the fence and layout checks";
-        return fail(as_json, "show-unavailable", message);
-    }
+    // A missing compositor is said before the device is streamed.
+    let client = match show.as_ref().map(|_| show::connect()).transpose() {
+        Ok(client) => client,
+        Err(e) => return fail(as_json, e.kind(), &e.to_string()),
+    };
     let path = match device.map_or_else(v4l2::Device::find_capture, Ok) {
         Ok(path) => path,
         Err(e) => return fail(as_json, e.kind(), &e.to_string()),
@@ -133,27 +154,43 @@ fn check_v4l2(
             eprintln!("fencebridge v4l2: checking whether an imported fence is honoured");
         }
     };
-    match v4l2::check(&path, options, progress) {
-        Ok(report) => {
-            if as_json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&report_json(&report))
-                        .expect("a JSON value always serialises")
-                );
-            } else {
-                print!("{report}");
+    let mut report = match v4l2::check(&path, options, progress) {
+        Ok(report) => report,
+        Err(e) => return fail(as_json, e.kind(), &e.to_string()),
+    };
+    if let (Some(client), Some(show)) = (client, &show) {
+        eprintln!(
+            "fencebridge v4l2: {}: presenting {} frames on the compositor",
+            path.display(),
+            show.frames
+        );
+        let mut last = Instant::now();
+        let progress = |done: u32, total: u32| {
+            if done == total || last.elapsed() >= Duration::from_secs(1) {
+                eprintln!("fencebridge v4l2: {done}/{total} frames presented");
+                last = Instant::now();
             }
-            if report.would_corrupt_without_bridge() {
-                ExitCode::from(1)
-            } else {
-                ExitCode::SUCCESS
-            }
+        };
+        match show::show(client, &path, &report.format, show, progress) {
+            Ok(outcome) => report.add_show(outcome),
+            Err(e) => return fail(as_json, e.kind(), &e.to_string()),
         }
-        Err(e) => fail(as_json, e.kind(), &e.to_string()),
+    }
+    if as_json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report_json(&report))
+                .expect("a JSON value always serialises")
+        );
+    } else {
+        print!("{report}");
+    }
+    if report.would_corrupt_without_bridge() {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
     }
 }
-
 fn fail(as_json: bool, kind: &str, message: &str) -> ExitCode {
     if as_json {
         let error = json!({ "error": { "kind": kind, "message": message } });
@@ -255,6 +292,21 @@ fn report_json(report: &Report) -> serde_json::Value {
         })).collect::<Vec<_>>(),
         "verdict": verdict,
         "would_corrupt_without_bridge": report.would_corrupt_without_bridge(),
+        "show": report.show.as_ref().map(|s| json!({
+            "compositor": s.compositor,
+            "syncobj": s.syncobj,
+            "syncobj_note": s.syncobj_note,
+            "presented": s.presented,
+            "shown": s.shown,
+            "releases": s.releases,
+            "early_releases": s.early_releases,
+            "first_early": s.first_early.map(|(buffer, frame)| json!({ "buffer": buffer, "frame": frame })),
+            "release_events_before_point": s.release_events_before_point,
+            "held_at_end": s.held_at_end,
+            "elapsed_ms": s.elapsed.as_millis() as u64,
+            "verdict": v4l2::show::verdict(s),
+            "tears": s.tears(),
+        })),
     })
 }
 

@@ -1,14 +1,15 @@
 //! Wayland client plumbing: connect, bind the globals, an xdg_toplevel window, linux-dmabuf
-//! buffers, linux-drm-syncobj-v1 timelines, and dispatching with a deadline.
+//! buffers, linux-drm-syncobj-v1 with a timeline per buffer, and dispatching with a deadline.
 //!
 //! Shared by `fencebridge v4l2 --show` and the test clients (`examples/clients`, which include
 //! this file with `#[path]`). [`State`] records what the compositor said (configures, frame
 //! callbacks done, buffers released); its `ext` field carries what a user adds (the test
 //! clients' screencopy state) with `Dispatch` impls of its own.
 
-use std::os::fd::BorrowedFd;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::time::{Duration, Instant};
 
+use fencebridge::timeline::{SyncobjDevice, Timeline};
 use rustix::event::{poll, PollFd, PollFlags, Timespec};
 use wayland_client::backend::WaylandError;
 use wayland_client::globals::{registry_queue_init, BindError, GlobalList, GlobalListContents};
@@ -25,7 +26,7 @@ use wayland_client::protocol::{
 use wayland_client::{Connection, Dispatch, EventQueue, Proxy, QueueHandle};
 use wayland_protocols::wp::linux_dmabuf::zv1::client::{
     zwp_linux_buffer_params_v1::{self, ZwpLinuxBufferParamsV1},
-    zwp_linux_dmabuf_v1::ZwpLinuxDmabufV1,
+    zwp_linux_dmabuf_v1::{self, ZwpLinuxDmabufV1},
 };
 use wayland_protocols::wp::linux_drm_syncobj::v1::client::{
     wp_linux_drm_syncobj_manager_v1::WpLinuxDrmSyncobjManagerV1,
@@ -78,6 +79,8 @@ pub struct State<X> {
     pub released: Vec<usize>,
     /// linux-dmabuf buffers the compositor refused (`zwp_linux_buffer_params_v1.failed`).
     pub buffers_failed: u32,
+    /// The (DRM format, modifier) pairs linux-dmabuf offers.
+    pub dmabuf_formats: Vec<(u32, u64)>,
     /// The user's own state.
     pub ext: X,
 }
@@ -149,7 +152,7 @@ impl<X: Default + 'static> Client<X> {
         // create_immed needs version 2; 3 adds modifiers (format tables come with 4).
         let dmabuf = bind_required(&globals, &qh, 3..=3)?;
         let syncobj = globals.bind(&qh, 1..=1, ()).ok();
-        Ok(Client {
+        let mut client = Client {
             conn,
             queue,
             qh,
@@ -159,7 +162,13 @@ impl<X: Default + 'static> Client<X> {
             wm_base,
             dmabuf,
             syncobj,
-        })
+        };
+        // The linux-dmabuf formats arrive right after the bind.
+        client
+            .queue
+            .roundtrip(&mut client.state)
+            .map_err(|e| client.dispatch_error(e.to_string()))?;
+        Ok(client)
     }
 }
 
@@ -178,32 +187,58 @@ impl<X: 'static> Client<X> {
             if done(&self.state) {
                 return Ok(true);
             }
-            self.queue
-                .flush()
-                .map_err(|e| self.dispatch_error(e.to_string()))?;
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
+            if Instant::now() >= deadline {
                 return Ok(false);
             }
-            let Some(guard) = self.queue.prepare_read() else {
-                continue; // events already queued: dispatch them
-            };
-            let timeout = Timespec::try_from(left).unwrap_or(Timespec {
-                tv_sec: i64::MAX,
-                tv_nsec: 0,
-            });
-            let fd = guard.connection_fd();
-            let mut fds = [PollFd::new(&fd, PollFlags::IN)];
-            match poll(&mut fds, Some(&timeout)) {
-                Ok(0) | Err(rustix::io::Errno::INTR) => {}
-                Ok(_) => match guard.read() {
-                    Ok(_) => {}
-                    // Another reader took the events, or a spurious wake-up.
-                    Err(WaylandError::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                    Err(e) => return Err(self.dispatch_error(e.to_string())),
-                },
-                Err(e) => return Err(WlError::new("io", format!("poll(wayland socket): {e}"))),
-            }
+            self.wait(deadline, None)?;
+        }
+    }
+
+    /// Dispatches what the compositor has sent, then sleeps until it sends more, `other` polls
+    /// readable, or `timeout` passes, and dispatches again.
+    pub fn dispatch_or_ready(
+        &mut self,
+        timeout: Duration,
+        other: BorrowedFd<'_>,
+    ) -> Result<(), WlError> {
+        self.queue
+            .dispatch_pending(&mut self.state)
+            .map_err(|e| self.dispatch_error(e.to_string()))?;
+        self.wait(Instant::now() + timeout, Some(other))?;
+        self.queue
+            .dispatch_pending(&mut self.state)
+            .map_err(|e| self.dispatch_error(e.to_string()))
+            .map(|_| ())
+    }
+
+    /// Flushes, then sleeps until the socket (or `other`) is readable or `deadline`, and reads
+    /// the socket into the queue.
+    fn wait(&mut self, deadline: Instant, other: Option<BorrowedFd<'_>>) -> Result<(), WlError> {
+        self.queue
+            .flush()
+            .map_err(|e| self.dispatch_error(e.to_string()))?;
+        let Some(guard) = self.queue.prepare_read() else {
+            return Ok(()); // events already queued: dispatch them
+        };
+        let left = deadline.saturating_duration_since(Instant::now());
+        let timeout = Timespec::try_from(left).unwrap_or(Timespec {
+            tv_sec: i64::MAX,
+            tv_nsec: 0,
+        });
+        let socket = guard.connection_fd();
+        let mut fds = vec![PollFd::new(&socket, PollFlags::IN)];
+        if let Some(other) = &other {
+            fds.push(PollFd::new(other, PollFlags::IN));
+        }
+        match poll(&mut fds, Some(&timeout)) {
+            Ok(_) if !fds[0].revents().is_empty() => match guard.read() {
+                Ok(_) => Ok(()),
+                // Another reader took the events, or a spurious wake-up.
+                Err(WaylandError::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(()),
+                Err(e) => Err(self.dispatch_error(e.to_string())),
+            },
+            Ok(_) | Err(rustix::io::Errno::INTR) => Ok(()),
+            Err(e) => Err(WlError::new("io", format!("poll(wayland socket): {e}"))),
         }
     }
 
@@ -284,6 +319,21 @@ impl<X: 'static> Client<X> {
         buffer
     }
 
+    /// Waits until the compositor has handled every request so far, then fails if it refused
+    /// a linux-dmabuf buffer.
+    pub fn check_buffers(&mut self) -> Result<(), WlError> {
+        self.queue
+            .roundtrip(&mut self.state)
+            .map_err(|e| self.dispatch_error(e.to_string()))?;
+        match self.state.buffers_failed {
+            0 => Ok(()),
+            n => Err(WlError::new(
+                "buffer-refused",
+                format!("the compositor refused {n} linux-dmabuf buffer(s) (params.failed)"),
+            )),
+        }
+    }
+
     /// Requests a frame callback on `surface`, recorded as `frame` when done.
     pub fn frame(&self, surface: &WlSurface, frame: u32) {
         surface.frame(&self.qh, frame);
@@ -333,6 +383,68 @@ where
             format!("the compositor lacks {name} ({why})"),
         )
     })
+}
+
+/// linux-drm-syncobj-v1 for a surface's buffers: one timeline per buffer, as Vulkan WSI does
+/// (a timeline's points signal in order).
+pub struct Syncobj {
+    timelines: Vec<Timeline>,
+    surface: WpLinuxDrmSyncobjSurfaceV1,
+    wl_timelines: Vec<WpLinuxDrmSyncobjTimelineV1>,
+}
+
+impl Syncobj {
+    /// `buffers` timelines on the first DRM device that has them, imported into the
+    /// compositor for `surface`. Fails first (`missing-global`) if the compositor does not
+    /// offer the protocol, then (`no-device`) if this machine has no timeline device.
+    pub fn new<X: 'static>(
+        client: &Client<X>,
+        surface: &WlSurface,
+        buffers: usize,
+    ) -> Result<Syncobj, WlError> {
+        if client.syncobj.is_none() {
+            client.syncobj_surface(surface, &[])?; // says what is missing
+        }
+        let device = SyncobjDevice::find().map_err(|e| WlError::new("no-device", e.to_string()))?;
+        let timelines = (0..buffers)
+            .map(|_| device.create_timeline())
+            .collect::<Result<Vec<Timeline>, _>>()
+            .map_err(|e| WlError::new("io", format!("creating a timeline: {e}")))?;
+        let fds = timelines
+            .iter()
+            .map(Timeline::export_fd)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| WlError::new("io", format!("exporting a timeline: {e}")))?;
+        let borrowed: Vec<_> = fds.iter().map(AsFd::as_fd).collect();
+        let (surface, wl_timelines) = client.syncobj_surface(surface, &borrowed)?;
+        Ok(Syncobj {
+            timelines,
+            surface,
+            wl_timelines,
+        })
+    }
+
+    /// Sets the next commit's acquire and release points on buffer `index`'s timeline.
+    pub fn set_points(&self, index: usize, acquire: u64, release: u64) {
+        let ((ahi, alo), (rhi, rlo)) = (hi_lo(acquire), hi_lo(release));
+        let timeline = &self.wl_timelines[index];
+        self.surface.set_acquire_point(timeline, ahi, alo);
+        self.surface.set_release_point(timeline, rhi, rlo);
+    }
+
+    /// Signals `point` of buffer `index`'s timeline from the CPU (the frame is ready).
+    pub fn signal(&self, index: usize, point: u64) -> Result<(), WlError> {
+        self.timelines[index]
+            .signal(point)
+            .map_err(|e| WlError::new("io", format!("signalling an acquire point: {e}")))
+    }
+
+    /// Whether `point` of buffer `index`'s timeline has signalled.
+    pub fn signalled(&self, index: usize, point: u64) -> Result<bool, WlError> {
+        self.timelines[index]
+            .is_signalled(point)
+            .map_err(|e| WlError::new("io", format!("querying a release point: {e}")))
+    }
 }
 
 /// A point on a timeline as linux-drm-syncobj-v1 sends it: (hi, lo).
@@ -416,6 +528,27 @@ impl<X: 'static> Dispatch<WlBuffer, usize> for State<X> {
     }
 }
 
+impl<X: 'static> Dispatch<ZwpLinuxDmabufV1, ()> for State<X> {
+    fn event(
+        state: &mut Self,
+        _: &ZwpLinuxDmabufV1,
+        event: zwp_linux_dmabuf_v1::Event,
+        _: &(),
+        _: &Connection,
+        _: &QueueHandle<Self>,
+    ) {
+        if let zwp_linux_dmabuf_v1::Event::Modifier {
+            format,
+            modifier_hi,
+            modifier_lo,
+        } = event
+        {
+            let modifier = u64::from(modifier_hi) << 32 | u64::from(modifier_lo);
+            state.dmabuf_formats.push((format, modifier));
+        }
+    }
+}
+
 impl<X: 'static> Dispatch<ZwpLinuxBufferParamsV1, ()> for State<X> {
     fn event(
         state: &mut Self,
@@ -455,7 +588,6 @@ ignore_events!(
     WlOutput => (),
     WlShm => (),
     WlShmPool => (),
-    ZwpLinuxDmabufV1 => (),
     WpLinuxDrmSyncobjManagerV1 => (),
     WpLinuxDrmSyncobjSurfaceV1 => (),
     WpLinuxDrmSyncobjTimelineV1 => (),
