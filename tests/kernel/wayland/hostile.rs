@@ -29,9 +29,9 @@ use crate::support::{kernel, open_fds, pending_fence, timeline_device, vgem, QUI
 
 /// A compositor with a bystander client showing frames, and what it held before the hostile
 /// client came.
-struct Arena {
-    h: Harness,
-    vgem: Vgem,
+pub(super) struct Arena {
+    pub h: Harness,
+    pub vgem: Vgem,
     bystander: TestClient,
     surface: WlSurface,
     buffer: (VgemBuffer, WlBuffer),
@@ -40,7 +40,7 @@ struct Arena {
 }
 
 impl Arena {
-    fn new() -> Arena {
+    pub fn new() -> Arena {
         Arena::with(Config::default())
     }
 
@@ -74,7 +74,7 @@ impl Arena {
     }
 
     /// The bystander's next frame, with a pending fence, is applied once that fence signals.
-    fn frame_flows(&mut self) {
+    pub fn frame_flows(&mut self) {
         let k = key(&self.bystander, &self.surface);
         let n = self.h.server.applied.get(&k).copied().unwrap_or(0);
         let fence = self.buffer.0.attach_fence(true).unwrap();
@@ -90,7 +90,7 @@ impl Arena {
 
     /// With the hostile client gone: the bystander still gets its frames, and the compositor
     /// holds exactly what it held before.
-    fn nothing_left(&mut self) {
+    pub fn nothing_left(&mut self) {
         for _ in 0..5 {
             self.h.turn(Duration::from_millis(5));
         }

@@ -4,6 +4,7 @@
 mod harness;
 
 mod explicit;
+mod fuzz;
 mod hostile;
 mod implicit;
 mod protocol_errors;
