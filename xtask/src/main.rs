@@ -8,6 +8,7 @@
 mod apt;
 mod archive;
 mod cmd;
+mod demo;
 mod initramfs;
 mod kernels;
 mod suite;
@@ -42,7 +43,8 @@ enum Task {
     /// Boot one kernel and run a host program in it as root, with the host's / read-only;
     /// exits with the program's status (124: timed out, 125: the guest never reported one).
     Vm(VmArgs),
-    /// Boot the VM and run the reference compositor in it.
+    /// Boot the VM and run the reference compositor in it with test clients, a V4L2 video
+    /// client and a screenshot tool; print what fencebridge did per client (no GPU needed).
     Demo,
 }
 
@@ -103,7 +105,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Task::Test(args) => test(args),
         Task::Vm(args) => run_vm(args),
-        Task::Demo => demo(),
+        Task::Demo => demo::run(workspace()),
     };
     result.unwrap_or_else(|err| {
         eprintln!("error: {err:#}");
@@ -181,10 +183,4 @@ fn run_vm(args: VmArgs) -> Result<ExitCode> {
             ExitCode::from(125)
         }
     })
-}
-
-/// Placeholder until the reference compositor exists.
-fn demo() -> Result<ExitCode> {
-    println!("the reference compositor is coming (issue 4); this will boot the VM and run it");
-    Ok(ExitCode::SUCCESS)
 }
