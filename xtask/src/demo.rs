@@ -134,19 +134,14 @@ pub fn run(workspace: &Path) -> Result<ExitCode> {
         &fs::read(out.join("report.json")).context("the compositor wrote no report")?,
     )?;
     let stale = print_report(&kernel.release, &report, &outcome.log);
-    println!();
-    println!(
-        "screenshot (the compositor's last frame): {}",
-        out.join("output.png").display()
-    );
-    println!(
-        "screenshot (grim, halfway):               {}",
-        out.join("grim.png").display()
-    );
-    println!(
-        "console log:                              {}",
-        out.join("console.log").display()
-    );
+    let files = [
+        ("screenshot by grim, halfway (all clients)", "grim.png"),
+        ("the compositor's last frame", "output.png"),
+        ("the VM's console", "console.log"),
+    ];
+    for (what, file) in files {
+        println!("{what:<42} {}", out.join(file).display());
+    }
     Ok(if stale == Some(0) {
         ExitCode::SUCCESS
     } else {
@@ -197,13 +192,15 @@ fn print_report(release: &str, report: &Value, log: &str) -> Option<u64> {
             (Some(median), Some(max)) => format!("{median:.0} / {max:.0} ms"),
             _ => "-".to_owned(),
         };
+        let number = |key: &str| c[key].as_u64().unwrap_or(0);
         println!(
             "{what:<38} {producer:<11} {:>6} {stale:>6} {:>9} {waits:>18}",
-            c["frames_shown"], c["releases_deferred"]
+            number("frames_shown"),
+            number("releases_deferred")
         );
         if let Some(commits) = c["commits"].as_object() {
             for (path, n) in commits.iter().filter(|(path, _)| *path != "no buffer") {
-                println!("    {n:>4} commits: {path}");
+                println!("    {:>4} commits: {path}", n.as_u64().unwrap_or(0));
             }
         }
         if c["overdue_waits"].as_u64().unwrap_or(0) > 0 {
