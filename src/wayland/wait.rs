@@ -124,11 +124,17 @@ pub(crate) fn hold<D: FenceBridgeHandler>(
     };
     let deadline = state.fencebridge_state().config.wait_deadline;
     let deadline = {
-        let (surface, dh) = (surface.clone(), dh.clone());
+        // A weak handle: a timer left to run out after its wait ended must not keep the
+        // surface (and its buffers) alive.
+        let (surface, dh) = (surface.downgrade(), dh.clone());
         handle
-            .insert_source(Timer::from_duration(deadline), move |_, _, st| {
-                overdue(st, &dh, &surface, id)
-            })
+            .insert_source(
+                Timer::from_duration(deadline),
+                move |_, _, st| match surface.upgrade() {
+                    Ok(surface) => overdue(st, &dh, &surface, id),
+                    Err(_) => TimeoutAction::Drop,
+                },
+            )
             .inspect_err(|e| tracing::warn!("fencebridge: no deadline timer: {}", e.error))
             .ok()
     };
@@ -189,12 +195,11 @@ fn finish<D: FenceBridgeHandler>(
     };
     let handle = state.loop_handle();
     match how {
-        // The fence source removes itself; the timer is ours to remove.
-        Finish::Signalled => {
-            if let Some(timer) = entry.deadline {
-                handle.remove(timer);
-            }
-        }
+        // The fence source removes itself. The deadline timer is left to run out (its callback
+        // finds no wait and drops itself): removing a calloop timer scans every pending timer
+        // (`TimerWheel::cancel` is a `retain` over the heap), which would make each wake cost
+        // O(waits pending), while letting it expire costs a heap pop.
+        Finish::Signalled => {}
         // The timer drops itself; the fence source is ours to remove.
         Finish::GaveUp => handle.remove(entry.fence_source),
     }
