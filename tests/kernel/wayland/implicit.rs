@@ -8,7 +8,7 @@ use fencebridge::bridge::producer_class::ProducerClass;
 use fencebridge::fence::{dmabuf, Access};
 use fencebridge::wayland::{self, CommitPath, Config, OverduePolicy};
 
-use super::harness::Harness;
+use super::harness::{Blocking, Harness};
 use super::{applied, key};
 use crate::support::{kernel, pending_fence, signalled, vgem, QUIET, WAKE};
 
@@ -269,4 +269,32 @@ fn the_compositors_write_fence_is_published_for_implicit_consumers() {
     );
     render.signal().unwrap();
     assert!(signalled(&consumer));
+}
+
+#[test]
+fn smithays_own_blocker_is_delayed_by_a_later_fence_and_the_bridge_is_not() {
+    // The same sequence as `a_fence_added_after_the_commit_does_not_delay_it`, against smithay
+    // 0.7's dma-buf blocker wired as anvil does (a poll on the live dma-buf): the client's next
+    // frame, started after the commit, holds the commit back there.
+    kernel();
+    let vgem = vgem();
+    for (blocking, delayed) in [(Blocking::Bridge, false), (Blocking::Smithay, true)] {
+        let mut h = Harness::with_blocking(Config::default(), blocking);
+        let mut c = h.connect();
+        let (buf, wl) = c.vgem_buffer(&vgem);
+        let surface = c.surface();
+        let frame = buf.attach_fence(true).unwrap();
+        c.commit(&surface, Some(&wl));
+        h.roundtrip(&mut c);
+        frame.signal().unwrap();
+        let next = buf.attach_fence(true).unwrap();
+        let k = key(&c, &surface);
+        let on_time = h.run_until(&mut [&mut c], QUIET, applied(&k, 1));
+        assert_eq!(on_time, !delayed, "{blocking:?}");
+        next.signal().unwrap();
+        assert!(
+            h.run_until(&mut [&mut c], WAKE, applied(&k, 1)),
+            "{blocking:?}"
+        );
+    }
 }
