@@ -597,8 +597,9 @@ fn write_show(f: &mut fmt::Formatter<'_>, show: &ShowOutcome) -> fmt::Result {
     };
     let releases = format!(
         "{} buffers given back ({given_back}) and re-queued; {} early (a fence still pending on \
-         a dma-buf, DMA_BUF_IOCTL_EXPORT_SYNC_FILE for a write); {} still held at the end",
-        show.releases, show.early_releases, show.held_at_end
+         a dma-buf, DMA_BUF_IOCTL_EXPORT_SYNC_FILE for a write); {} still held at the end; the \
+         compositor's reads showed as fences {} times while it held buffers",
+        show.releases, show.early_releases, show.held_at_end, show.reads_seen
     );
     writeln!(f, "{}", wrap("  releases: ", &words(&releases), "    ", 96))
 }
@@ -783,6 +784,7 @@ mod tests {
             presented: 30,
             shown: 29,
             releases: 30,
+            reads_seen: 5,
             ..ShowOutcome::default()
         });
         assert!(!report.would_corrupt_without_bridge());

@@ -7,7 +7,9 @@
 //! dma-buf's fences for a *write* (`DMA_BUF_IOCTL_EXPORT_SYNC_FILE` with WRITE returns every
 //! fence, readers included): a pending fence means the compositor handed the buffer back while
 //! its read was still in flight, and a V4L2 device, which does not wait for fences, would
-//! overwrite the frame being read.
+//! overwrite the frame being read. The check sees only reads the compositor publishes as fences
+//! on the dma-buf, so the player also watches the buffers the compositor holds: if no read
+//! ever shows there, the answer is "unverified", not "fine".
 
 use std::time::Duration;
 
@@ -31,6 +33,11 @@ pub struct ShowOutcome {
     pub releases: u32,
     /// Of those, how many still had a pending fence on a dma-buf when given back.
     pub early_releases: u32,
+    /// How many times a buffer the compositor held had a pending fence on it: its reads, made
+    /// visible to implicit sync (as GPU drivers do for shared buffers). Never seen, the check
+    /// is blind: a CPU renderer, or a GPU renderer that publishes no read fence, leaves
+    /// nothing for an early release to be recognised by.
+    pub reads_seen: u32,
     /// The first early release: (V4L2 buffer, frame number it carried).
     pub first_early: Option<(u32, u32)>,
     /// With linux-drm-syncobj-v1: `wl_buffer.release` events that came while the buffer's
@@ -80,13 +87,32 @@ pub fn findings(show: &ShowOutcome) -> Vec<Finding> {
                      wait until the dma-buf polls writable (POLLOUT)"
                 .into(),
         });
+    } else if show.releases > 0 && show.reads_seen == 0 {
+        out.push(Finding {
+            id: "show-reads-invisible",
+            severity: Severity::Warning,
+            summary: format!(
+                "{} buffers given back by {how}, none with a fence pending; but the compositor's \
+                 reads never showed as a fence on a buffer it held",
+                show.releases
+            ),
+            detail: "a CPU renderer, or a GPU renderer that publishes no read fence on the \
+                     dma-buf, leaves nothing to tell a read in flight by: an early release \
+                     would go unseen here"
+                .into(),
+            advice: "to check such a compositor, use one whose GPU publishes its read fences \
+                     (GL drivers do for shared buffers), or make its renderer import its read \
+                     fence onto client dma-bufs (DMA_BUF_IOCTL_IMPORT_SYNC_FILE, read)"
+                .into(),
+        });
     } else if show.releases > 0 {
         out.push(Finding {
             id: "show-releases-after-reads",
             severity: Severity::Ok,
             summary: format!(
-                "{} buffers given back by {how}, none with a fence still pending on its dma-buf",
-                show.releases
+                "{} buffers given back by {how}, none with a fence still pending on its \
+                 dma-buf; the compositor's reads showed as fences {} times while it held them",
+                show.releases, show.reads_seen
             ),
             detail: "the compositor returns a buffer only when it no longer reads it: the \
                      device never overwrites a frame being shown"
@@ -158,6 +184,9 @@ pub fn verdict(show: &ShowOutcome) -> &'static str {
     if show.tears() {
         "EARLY RELEASES: this compositor gives buffers back while still reading them; with a \
          device that ignores fences, frames tear"
+    } else if show.releases > 0 && show.reads_seen == 0 {
+        "NO EARLY RELEASE SEEN (unverified): no buffer came back with a fence pending, but this \
+         compositor's reads never showed as fences, so an early release could not be seen"
     } else if show.releases > 0 {
         "NO EARLY RELEASE: this compositor gave every buffer back only after its reads were done"
     } else {
@@ -175,6 +204,7 @@ mod tests {
             presented: 30,
             shown: 28,
             releases: 29,
+            reads_seen: 12,
             ..ShowOutcome::default()
         }
     }
@@ -189,6 +219,18 @@ mod tests {
         assert!(!show.tears());
         assert_eq!(ids(&show), ["show-releases-after-reads"]);
         assert!(verdict(&show).starts_with("NO EARLY RELEASE"));
+    }
+
+    #[test]
+    fn reads_never_seen_make_it_unverified() {
+        let show = ShowOutcome {
+            reads_seen: 0,
+            ..outcome()
+        };
+        assert_eq!(ids(&show), ["show-reads-invisible"]);
+        assert_eq!(findings(&show)[0].severity, Severity::Warning);
+        assert!(verdict(&show).contains("unverified"));
+        assert!(!show.tears());
     }
 
     #[test]

@@ -300,6 +300,7 @@ fn report_json(report: &Report) -> serde_json::Value {
             "shown": s.shown,
             "releases": s.releases,
             "early_releases": s.early_releases,
+            "reads_seen": s.reads_seen,
             "first_early": s.first_early.map(|(buffer, frame)| json!({ "buffer": buffer, "frame": frame })),
             "release_events_before_point": s.release_events_before_point,
             "held_at_end": s.held_at_end,

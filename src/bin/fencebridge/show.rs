@@ -242,7 +242,8 @@ pub fn show(
         }
         player
             .client
-            .dispatch_or_ready(Duration::from_millis(100), device.as_fd())?;
+            .dispatch_or_ready(Duration::from_millis(50), device.as_fd())?;
+        player.watch_reads()?;
     }
     player.out.elapsed = started.elapsed();
 
@@ -341,6 +342,17 @@ impl Player<'_> {
         }
     }
 
+    /// Counts the buffers the compositor holds that have a fence pending on them: its reads,
+    /// if it publishes them (without any, an early release could not be seen).
+    fn watch_reads(&mut self) -> Result<(), ShowError> {
+        for slot in self.slots.iter().filter(|s| s.held.is_some()) {
+            if fence_pending(&slot.planes)? {
+                self.out.reads_seen += 1;
+            }
+        }
+        Ok(())
+    }
+
     /// The compositor gave buffer `index` back: any fence still pending on its dma-bufs is an
     /// early release. Then it goes back to the device.
     fn give_back(&mut self, index: usize) -> Result<(), ShowError> {
@@ -348,12 +360,7 @@ impl Player<'_> {
         let Some((frame, _)) = slot.held.take() else {
             return Ok(());
         };
-        let fds: Vec<BorrowedFd<'_>> = slot.planes.iter().map(|p| p.as_fd()).collect();
-        let mut pending = false;
-        for fd in dmabuf::unique_dmabufs(&fds).map_err(ShowError::Fence)? {
-            let fence = dmabuf::export_one(fd, Access::Write).map_err(ShowError::Fence)?;
-            pending |= !fence.is_signalled().map_err(ShowError::Fence)?;
-        }
+        let pending = fence_pending(&slot.planes)?;
         self.out.releases += 1;
         if pending {
             self.out.early_releases += 1;
@@ -363,6 +370,19 @@ impl Player<'_> {
             .queue_buffer(self.queue, index as u32, self.memory_planes)?;
         Ok(())
     }
+}
+
+/// Whether any fence, readers' included, is pending on the buffer's dma-bufs: what a writer
+/// would have to wait for (`DMA_BUF_IOCTL_EXPORT_SYNC_FILE` for a write, once per dma-buf).
+fn fence_pending(planes: &[OwnedFd]) -> Result<bool, ShowError> {
+    let fds: Vec<BorrowedFd<'_>> = planes.iter().map(|p| p.as_fd()).collect();
+    for fd in dmabuf::unique_dmabufs(&fds).map_err(ShowError::Fence)? {
+        let fence = dmabuf::export_one(fd, Access::Write).map_err(ShowError::Fence)?;
+        if !fence.is_signalled().map_err(ShowError::Fence)? {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// Stops streaming when dropped, whatever path the show leaves by.
