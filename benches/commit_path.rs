@@ -617,7 +617,7 @@ fn markdown(results: &Value) -> String {
         "Measured by `cargo xtask bench` in the VM ({kernel}, qemu TCG: times are emulated, \
          compare them only with each other).\n\n"
     ));
-    md.push_str("**Syscalls per commit** (compositor side; strace: the same run under `strace -c -f`, minus a run that does everything but commit)\n\n");
+    md.push_str("**Syscalls per commit**. ioctls (sys layer): the compositor's, counted around its dispatches. strace columns: the whole process (compositor and the bench's own client, whose read-fence calls show in the release rows), a run that commits under `strace -c -f` minus one that does everything but commit, over the measured commits (a few warm-up commits fall in too)\n\n");
     md.push_str("| path | ioctls (sys layer) | strace: ioctl | epoll_ctl | eventfd2 | close | fds kept | target |\n|---|---|---|---|---|---|---|---|\n");
     for row in results["syscalls"].as_array().into_iter().flatten() {
         let label = row["label"].as_str().unwrap_or("?");
