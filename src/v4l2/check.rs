@@ -369,11 +369,7 @@ pub fn check(
     progress(Progress::Streaming {
         total: options.frames,
     });
-    device.stream_on(queue)?;
-    let streaming = Streaming {
-        device: &device,
-        queue,
-    };
+    let streaming = device.stream(queue)?;
     let started = Instant::now();
     let mut last_sequence: Option<u32> = None;
     while obs.frames < options.frames {
@@ -441,18 +437,6 @@ pub fn check(
         findings,
         show: None,
     })
-}
-
-/// Stops streaming when dropped, whatever path the check leaves by.
-struct Streaming<'a> {
-    device: &'a Device,
-    queue: QueueKind,
-}
-
-impl Drop for Streaming<'_> {
-    fn drop(&mut self) {
-        let _ = self.device.stream_off(self.queue);
-    }
 }
 
 /// The queue and format to stream: the requested fourcc on the first queue offering it, or

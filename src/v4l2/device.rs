@@ -439,6 +439,16 @@ impl Device {
         }
     }
 
+    /// Starts streaming `queue` until the returned guard is dropped (then `VIDIOC_STREAMOFF`,
+    /// whatever path the caller leaves by).
+    pub fn stream(&self, queue: QueueKind) -> Result<Streaming<'_>, Error> {
+        self.stream_on(queue)?;
+        Ok(Streaming {
+            device: self,
+            queue,
+        })
+    }
+
     /// Stops streaming `queue`; every buffer comes back dequeued (`VIDIOC_STREAMOFF`).
     pub fn stream_off(&self, queue: QueueKind) -> Result<(), Error> {
         sys::vidioc_streamoff(self.fd.as_fd(), queue.buf_type())
@@ -454,6 +464,19 @@ impl Device {
             path: self.info.path.clone(),
             op,
         }
+    }
+}
+
+/// A queue streaming until dropped ([`Device::stream`]).
+#[derive(Debug)]
+pub struct Streaming<'a> {
+    device: &'a Device,
+    queue: QueueKind,
+}
+
+impl Drop for Streaming<'_> {
+    fn drop(&mut self) {
+        let _ = self.device.stream_off(self.queue);
     }
 }
 

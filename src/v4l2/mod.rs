@@ -51,7 +51,7 @@ pub use check::{
     check, BridgeView, BufferLayout, CheckOptions, FenceTally, ImportOutcome, Observations,
     PlaneLayout, Progress, Report, StubCalibration,
 };
-pub use device::{BufferState, Device, DeviceInfo, PlaneState};
+pub use device::{BufferState, Device, DeviceInfo, PlaneState, Streaming};
 pub use error::Error;
 pub use format::{
     BadFourCc, ColourPlane, Format, FormatDesc, FourCc, FrameSize, MemoryPlaneFormat, QueueKind,

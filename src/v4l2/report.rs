@@ -704,6 +704,15 @@ mod tests {
         report.findings.iter().map(|f| f.id).collect()
     }
 
+    /// The report's words, one space apart (it wraps its lines).
+    fn words(report: &Report) -> String {
+        report
+            .to_string()
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
     #[test]
     fn a_device_that_ignores_imported_fences_corrupts_without_the_bridge() {
         let ignored = ImportOutcome::Ignored {
@@ -724,12 +733,7 @@ mod tests {
                 "plane-layout"
             ]
         );
-        // (the report wraps its lines; compare the words)
-        let text = report
-            .to_string()
-            .split_whitespace()
-            .collect::<Vec<_>>()
-            .join(" ");
+        let text = words(&report);
         assert!(
             text.contains("[corruption] imported-fence-ignored"),
             "{text}"
@@ -789,11 +793,7 @@ mod tests {
         });
         assert!(!report.would_corrupt_without_bridge());
         assert_eq!(ids(&report).last(), Some(&"show-releases-after-reads"));
-        let text = report
-            .to_string()
-            .split_whitespace()
-            .collect::<Vec<_>>()
-            .join(" ");
+        let text = words(&report);
         assert!(
             text.contains("shown on the Wayland compositor wayland-1 presented: 30 frames"),
             "{text}"

@@ -192,11 +192,7 @@ pub fn show(
     for index in 0..count {
         device.queue_buffer(queue, index, memory_planes)?;
     }
-    device.stream_on(queue)?;
-    let streaming = Streaming {
-        device: &device,
-        queue,
-    };
+    let streaming = device.stream(queue)?;
     let mut player = Player {
         client: &mut client,
         device: &device,
@@ -383,16 +379,4 @@ fn fence_pending(planes: &[OwnedFd]) -> Result<bool, ShowError> {
         }
     }
     Ok(false)
-}
-
-/// Stops streaming when dropped, whatever path the show leaves by.
-struct Streaming<'a> {
-    device: &'a Device,
-    queue: QueueKind,
-}
-
-impl Drop for Streaming<'_> {
-    fn drop(&mut self) {
-        let _ = self.device.stream_off(self.queue);
-    }
 }
