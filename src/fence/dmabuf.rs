@@ -34,13 +34,21 @@ pub fn unique_dmabufs<'a>(planes: &[BorrowedFd<'a>]) -> Result<Vec<BorrowedFd<'a
     Ok(unique)
 }
 
-/// Snapshots, right now, the fences an `access` to the buffer must wait for: one export per
-/// distinct dma-buf, classified, and the pending ones merged. Fences added later are not in it.
+/// Snapshots, right now, the fences an `access` to the buffer must wait for: per distinct
+/// dma-buf, a poll, and an export only when something is pending; the pending fences merged.
+/// Fences added later are not in it.
+///
+/// A dma-buf that polls ready is taken as fenceless without an export: the kernel's export
+/// would skip its signalled fences and hand back the stub anyway, so the ready path costs no
+/// ioctl and creates no fd.
 pub fn export(planes: &[BorrowedFd<'_>], access: Access, stub: &StubSignature) -> Result<Snapshot> {
     let unique = unique_dmabufs(planes)?;
     let mut pending = Vec::new();
     let mut all_stub = true;
     for &dmabuf in &unique {
+        if is_ready(dmabuf, access)? {
+            continue;
+        }
         let fence = export_one(dmabuf, access)?;
         // A pending fence needs no FILE_INFO (poll says so without an ioctl); only a signalled
         // one must be told apart from the stub.
@@ -68,6 +76,28 @@ pub fn export(planes: &[BorrowedFd<'_>], access: Access, stub: &StubSignature) -
         fence: SyncFile::merge_all(pending)?,
         unique_dmabufs: unique.len(),
     })
+}
+
+/// Whether `access` to the dma-buf would wait for nothing now: POLLIN waits for the writers
+/// (what a reader waits for), POLLOUT for everyone (what a writer waits for).
+fn is_ready(dmabuf: BorrowedFd<'_>, access: Access) -> Result<bool> {
+    use rustix::event::{poll, PollFd, PollFlags, Timespec};
+    let flags = match access {
+        Access::Read => PollFlags::IN,
+        Access::Write => PollFlags::OUT,
+    };
+    let mut fds = [PollFd::new(&dmabuf, flags)];
+    let now = Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    let ready = poll(&mut fds, Some(&now)).map_err(Error::io("poll(dma-buf)"))?;
+    let revents = fds[0].revents();
+    if revents.contains(PollFlags::NVAL) {
+        return Err(Error::BadFd);
+    }
+    // A file that is not a dma-buf polls ready too; the export below tells it apart.
+    Ok(ready > 0 && revents.intersects(flags) && file_kind(dmabuf) == FileKind::DmaBuf)
 }
 
 /// The raw export of one dma-buf, unclassified: the fences an `access` must wait for right now,

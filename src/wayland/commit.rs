@@ -214,10 +214,17 @@ pub(crate) fn pre_commit<D: FenceBridgeHandler>(
         applied: false,
     };
 
+    // One query first: an acquire point that has already signalled needs neither publishing
+    // nor a wait, so that path creates no fd and no event source.
+    let acquire_ready = record
+        .acquire_point
+        .as_ref()
+        .is_some_and(|p| p.timeline.is_signalled(p.point.value).unwrap_or(false));
+
     // Explicit -> implicit: the acquire fence onto the dma-buf, now if the client submitted
     // its work already (it usually has), else once the point has a fence.
     let mut publish_later = None;
-    if plan.publish == Publish::ImportAcquireAsWriteFence {
+    if plan.publish == Publish::ImportAcquireAsWriteFence && !acquire_ready {
         if let (Attachment::DmaBuf(_, dmabuf), Some(point)) =
             (&record.attachment, &record.acquire_point)
         {
@@ -257,13 +264,12 @@ pub(crate) fn pre_commit<D: FenceBridgeHandler>(
             }
             None => CommitPath::ImplicitUnwaited,
         },
-        Acquire::WaitAcquirePoint(_) => {
-            let point = record.acquire_point.clone();
-            match point {
-                Some(point) => hold_for_point(state, dh, surface, started, point, publish_later),
-                None => CommitPath::ExplicitReady,
+        Acquire::WaitAcquirePoint(_) => match record.acquire_point.clone() {
+            Some(point) if !acquire_ready => {
+                hold_for_point(state, dh, surface, started, point, publish_later)
             }
-        }
+            _ => CommitPath::ExplicitReady,
+        },
     };
     tracing::debug!(
         "fencebridge: {} commit: {path} (release: {:?})",

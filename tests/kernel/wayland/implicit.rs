@@ -75,8 +75,8 @@ fn a_buffer_with_nothing_pending_applies_in_the_same_dispatch_without_a_wait() {
         1,
         "applied in the commit's own dispatch"
     );
-    // One export and one FILE_INFO (to tell the stub): no merge, no import, no source.
-    assert_eq!(fencebridge::sys::ioctl_count() - ioctls, 2);
+    // The dma-buf polls ready: no export, no merge, no import, no source — no ioctl at all.
+    assert_eq!(fencebridge::sys::ioctl_count() - ioctls, 0);
     let report = h.report(&c);
     assert_eq!(report.commits_by(CommitPath::ImplicitReady), 1);
     assert_eq!(report.waits.count, 0);
