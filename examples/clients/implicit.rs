@@ -20,10 +20,7 @@ pub fn run(common: &Common, frames: u32, delay: Duration) -> Result<String, WlEr
     let mut stats = FrameStats::default();
     for k in 0..frames {
         let index = session.released_buffer(ANSWER_TIMEOUT)?;
-        let fence = session.buffers[index]
-            .vgem
-            .attach_fence(true)
-            .map_err(|e| WlError::new("io", format!("vgem write fence: {e}")))?;
+        let fence = session.buffers[index].start_write(ANSWER_TIMEOUT)?;
         let committed = session.commit(index, k)?;
         std::thread::sleep(delay); // the GPU is busy
         let c = colour(common.tag, k);

@@ -3,7 +3,7 @@
 
 use std::os::fd::BorrowedFd;
 
-use fencebridge::producer::{Vgem, VgemBuffer};
+use fencebridge::producer::{Vgem, VgemBuffer, VgemFence};
 use rustix::mm::{mmap, munmap, MapFlags, ProtFlags};
 use wayland_client::protocol::wl_buffer::WlBuffer;
 
@@ -32,6 +32,37 @@ pub struct Buffer {
 
 impl Buffer {
     /// A `width`×`height` XRGB8888 vgem buffer shared with the compositor as wl_buffer `index`.
+    /// Starts a "GPU job" writing the buffer, as an implicitly synchronised driver does: it
+    /// waits (at most `timeout`) for the fences of the buffer's readers — the compositor may
+    /// have put its read fence there — then attaches the job's write fence.
+    pub fn start_write(&self, timeout: std::time::Duration) -> Result<VgemFence, WlError> {
+        use rustix::event::{poll, PollFd, PollFlags, Timespec};
+        let deadline = std::time::Instant::now() + timeout;
+        let dmabuf = self.vgem.dmabuf();
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let mut fds = [PollFd::new(&dmabuf, PollFlags::OUT)];
+            let wait = Timespec {
+                tv_sec: left.as_secs() as i64,
+                tv_nsec: i64::from(left.subsec_nanos()),
+            };
+            match poll(&mut fds, Some(&wait)) {
+                Ok(n) if n > 0 => break,
+                Ok(_) => {
+                    return Err(WlError::new(
+                        "timeout",
+                        "the compositor's read of a released buffer never ended".to_owned(),
+                    ))
+                }
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(e) => return Err(WlError::new("io", format!("poll(dma-buf): {e}"))),
+            }
+        }
+        self.vgem
+            .attach_fence(true)
+            .map_err(|e| WlError::new("io", format!("vgem write fence: {e}")))
+    }
+
     pub fn new<X>(
         client: &Client<X>,
         vgem: &Vgem,

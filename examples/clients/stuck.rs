@@ -34,12 +34,7 @@ pub fn run(common: &Common, explicit: bool, seconds: Duration) -> Result<String,
             s.set_points(1, 1, 2);
             None
         }
-        None => Some(
-            session.buffers[1]
-                .vgem
-                .attach_fence(true)
-                .map_err(|e| WlError::new("io", format!("vgem write fence: {e}")))?,
-        ),
+        None => Some(session.buffers[1].start_write(ANSWER_TIMEOUT)?),
     };
     session.commit(1, 1)?;
     session.client.dispatch_for(seconds)?;

@@ -42,7 +42,7 @@ pub enum Layer {
 
 /// A frame to draw: a background, then the layers in order.
 pub struct Job {
-    pub background: u32,
+    background: u32,
     pub layers: Vec<Layer>,
     /// Signalled when the worker is done with the layers' buffers.
     done: Option<VgemFence>,

@@ -24,6 +24,8 @@ use smithay::wayland::compositor::{with_states, SurfaceAttributes};
 use smithay::wayland::dmabuf::get_dmabuf;
 use smithay::wayland::shm::with_buffer_contents;
 
+use fencebridge::fence::Access;
+
 use crate::gpu::{Finished, Layer, SoftGpu};
 use crate::render::{Canvas, PixelFormat};
 use crate::screencopy;
@@ -129,6 +131,19 @@ pub fn start_frame(state: &mut Nested, elapsed: Duration) -> bool {
     state.screen.fresh.clear();
 
     let (job, read_fence) = state.screen.gpu.job(BACKGROUND, layers);
+    if let Some(fence) = &read_fence {
+        // As a GPU driver does: the frame's read fence goes onto every dma-buf it reads, so
+        // implicitly synchronised writers (the clients' next GPU job, a video decoder's vb2
+        // queue, fencebridge v4l2 --show's check) wait for the read to end.
+        for layer in &job.layers {
+            if let Layer::Dmabuf { buffer, .. } = layer {
+                let planes: Vec<BorrowedFd<'_>> = buffer.handles().collect();
+                if let Err(e) = fencebridge::fence::dmabuf::import(&planes, fence, Access::Read) {
+                    tracing::warn!("nested: cannot put the read fence on a dma-buf: {e}");
+                }
+            }
+        }
+    }
     let mut unfenced_reads = Vec::new();
     for surface in &drawn {
         // fencebridge: the frame reads the surface's buffer until `read_fence` signals.

@@ -1,6 +1,8 @@
 //! Clients fencebridge did not write: Debian's `weston-simple-dmabuf-v4l` (a V4L2 → linux-dmabuf
 //! video client) on vivid, and `grim` taking screenshots through wlr-screencopy.
 
+use serde_json::Value;
+
 use super::{differing_pixels, nested, read_png, scratch};
 use crate::support::kernel;
 use crate::v4l2::vivid_capture;
@@ -52,4 +54,52 @@ fn e2e_v4l2_client_shown_non_fencing_releases_deferred() {
     // vivid's overlay prints the time and the frame count: the picture moves.
     let changed = differing_pixels(&first, &second);
     assert!(changed > 100, "the video did not move: {changed} pixels");
+}
+
+/// `fencebridge v4l2 --show` presents vivid's frames like a video player and checks, at each
+/// `wl_buffer.release`, that no read fence is still on the buffer. The reference compositor's
+/// GPU puts its read fence on the buffers it reads and takes 400 ms a frame (longer than vivid
+/// takes for a frame under emulation), so a compositor
+/// that gives a buffer back at once hands it back mid-read.
+fn show(test: &str, bridge: bool) -> (Value, Value) {
+    let dir = scratch(test);
+    let device = vivid_capture(0);
+    let checker = script(
+        &dir,
+        "show.sh",
+        &format!(
+            "exec {} v4l2 {} --show --no-syncobj --frames 20 --json > show.json\n",
+            super::built("fencebridge").display(),
+            device.display()
+        ),
+    );
+    let mut args = vec!["--gpu-ms", "400"];
+    if !bridge {
+        args.push("--no-bridge");
+    }
+    let run = nested(&dir, 60, &args, &[checker]);
+    let json: Value = serde_json::from_slice(&std::fs::read(dir.join("show.json")).unwrap())
+        .unwrap_or_else(|e| panic!("the checker's JSON: {e}\n{}", run.stdout));
+    let client = run.client("sh").clone();
+    (json["show"].clone(), client)
+}
+
+#[test]
+fn e2e_v4l2_show_with_the_bridge_no_early_release() {
+    let (show, client) = show("show-bridge", true);
+    assert!(show["presented"].as_u64().unwrap() >= 20, "{show}");
+    assert_eq!(show["early_releases"], 0, "{show}");
+    assert_eq!(client["producer"], "NonFencing", "{client}");
+    assert!(
+        client["releases_deferred"].as_u64().unwrap() >= 1,
+        "{client}"
+    );
+}
+
+#[test]
+fn e2e_v4l2_show_without_the_bridge_catches_early_releases() {
+    let (show, _) = show("show-no-bridge", false);
+    assert!(show["presented"].as_u64().unwrap() >= 20, "{show}");
+    let early = show["early_releases"].as_u64().unwrap();
+    assert!(early >= 1, "no buffer came back mid-read: {show}");
 }
