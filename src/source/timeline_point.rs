@@ -56,6 +56,20 @@ impl PointWait {
         if timeline.is_signalled(point)? {
             return Ok(PointWait::Ready);
         }
+        TimelinePointSource::new(timeline, point, wait_for, method).map(PointWait::Pending)
+    }
+}
+
+impl TimelinePointSource {
+    /// A source for `point` without asking first whether it has signalled, for a caller that
+    /// has just asked: a point that signalled in between fires the source at once (the
+    /// kernel's eventfd registration and the waiter's wait both see it).
+    pub fn new(
+        timeline: &Timeline,
+        point: u64,
+        wait_for: WaitFor,
+        method: WaitMethod,
+    ) -> Result<TimelinePointSource> {
         let inner = if method == WaitMethod::Auto && timeline.device().supports_eventfd() {
             let efd = eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)
                 .map_err(Error::io("eventfd"))?;
@@ -64,7 +78,7 @@ impl PointWait {
         } else {
             spawn_waiter(timeline, point, wait_for)?
         };
-        Ok(PointWait::Pending(TimelinePointSource(inner)))
+        Ok(TimelinePointSource(inner))
     }
 }
 

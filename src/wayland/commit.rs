@@ -24,7 +24,7 @@ use crate::bridge::plan::{self, Acquire, BufferKind, CommitInput, CommitPlan, Pu
 use crate::bridge::protocol::{self, Attached, CommitSync, PendingState};
 use crate::bridge::release::ReleaseEvent;
 use crate::fence::{dmabuf, Access, FenceState, SyncFile};
-use crate::source::PointWait;
+use crate::source::TimelinePointSource;
 use crate::timeline::WaitFor;
 
 /// What a commit attached.
@@ -342,7 +342,8 @@ fn plan<D: FenceBridgeHandler>(
     (plan, fence)
 }
 
-/// Holds the commit until the client's acquire point signals (fast path: it already has).
+/// Holds the commit until the client's acquire point signals. The caller has just found it
+/// unsignalled (one query per commit); if it signals meanwhile, the source fires at once.
 fn hold_for_point<D: FenceBridgeHandler>(
     state: &mut D,
     dh: &DisplayHandle,
@@ -353,14 +354,8 @@ fn hold_for_point<D: FenceBridgeHandler>(
 ) -> CommitPath {
     let method = state.fencebridge_state().config.point_wait;
     let value = point.point.value;
-    match PointWait::new(&point.timeline, value, WaitFor::Signalled, method) {
-        Ok(PointWait::Ready) => {
-            if let Some(dmabuf) = &publish {
-                wait::publish_acquire(&point.timeline, value, dmabuf);
-            }
-            CommitPath::ExplicitReady
-        }
-        Ok(PointWait::Pending(source)) => {
+    match TimelinePointSource::new(&point.timeline, value, WaitFor::Signalled, method) {
+        Ok(source) => {
             let on = WaitOn::AcquirePoint {
                 source,
                 timeline: point.timeline,
