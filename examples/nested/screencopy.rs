@@ -81,7 +81,7 @@ impl Dispatch<ZwlrScreencopyManagerV1, ()> for Nested {
                     (w > 0 && h > 0 && x1 > x0 && y1 > y0).then_some((x0, y0, x1 - x0, y1 - y0));
                 (frame, output, region)
             }
-            Request::Destroy => return,
+            // Destroy, and requests of later versions than ours.
             _ => return,
         };
         let ours = Output::from_resource(&output).is_some_and(|o| o == state.screen.output);
@@ -120,7 +120,7 @@ impl Dispatch<ZwlrScreencopyFrameV1, Frame> for Nested {
         use zwlr_screencopy_frame_v1::{Error, Request};
         let buffer = match request {
             Request::Copy { buffer } | Request::CopyWithDamage { buffer } => buffer,
-            Request::Destroy => return,
+            // Destroy, and requests of later versions than ours.
             _ => return,
         };
         if data.used.swap(true, Ordering::Relaxed) {
