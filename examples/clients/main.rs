@@ -1,7 +1,8 @@
 //! `fbclient`: Wayland test clients that judge a compositor by its pixels. Each opens an
 //! xdg_toplevel of `--size`, draws frames into vgem dma-bufs (linux-dmabuf, XRGB8888) the way a
-//! GPU client does — committing while the "GPU" is still writing — reads the output back with
-//! wlr-screencopy after each frame callback, and ends with one result line on stdout.
+//! GPU client does — committing while the "GPU" is still writing — or, in `shm` mode, into
+//! wl_shm buffers as a CPU client does; reads the output back with wlr-screencopy after each
+//! frame callback, and ends with one result line on stdout.
 //!
 //! ```text
 //! fbclient implicit [--frames N=20] [--delay-ms D=100] [--tag T=0] [--size WxH=128x128]
@@ -16,6 +17,11 @@
 //!     (release_early), signalled within 2 s of the next commit's frame callback
 //!     (release_late).
 //!     -> fbclient explicit: frames=N stale=S release_early=E release_late=L max_frame_ms=M
+//! fbclient shm [--frames N=20] [--interval-ms I=0] [--tag T=0] [--size WxH=128x128]
+//!     A CPU client (wl_shm, no kernel device needed): each frame a picture of four colours in
+//!     its quadrants, written into a released buffer (two buffers), committed, captured after
+//!     its frame callback and found on the output: right, upside down, or not shown (stale).
+//!     -> fbclient shm: frames=N stale=S upside_down=U max_frame_ms=M
 //! fbclient stuck [--explicit] [--seconds S=5] [--tag T=0] [--size WxH=128x128]
 //!     One good frame, then one whose acquire never signals (a vgem write fence, or an
 //!     acquire point with --explicit); stays connected S seconds. shown: frame callbacks
@@ -41,6 +47,7 @@ mod explicit;
 mod implicit;
 mod pixels;
 mod session;
+mod shm;
 mod stuck;
 // Shared with `fencebridge v4l2 --show`, which uses parts these clients do not.
 #[allow(dead_code)]
@@ -86,6 +93,18 @@ enum Mode {
         /// How long the "GPU" writes after each commit, in ms.
         #[arg(long, default_value_t = 50)]
         delay_ms: u64,
+    },
+    /// A CPU client (wl_shm): four-colour pictures, checked pixel for pixel and for
+    /// orientation.
+    Shm {
+        #[command(flatten)]
+        common: Common,
+        /// Frames to commit.
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=65535))]
+        frames: u32,
+        /// The pause after each frame, in ms.
+        #[arg(long, default_value_t = 0)]
+        interval_ms: u64,
     },
     /// A good frame, then one whose acquire never signals; stays connected.
     Stuck {
@@ -173,6 +192,14 @@ fn main() -> ExitCode {
         } => (
             "explicit",
             explicit::run(common, *frames, Duration::from_millis(*delay_ms)),
+        ),
+        Mode::Shm {
+            common,
+            frames,
+            interval_ms,
+        } => (
+            "shm",
+            shm::run(common, *frames, Duration::from_millis(*interval_ms)),
         ),
         Mode::Stuck {
             common,

@@ -1,23 +1,37 @@
-//! What every mode does the same way: a window, its vgem buffers, committing a frame, waiting
-//! for its frame callback, and asking the output whether it shows a colour.
+//! What every mode does the same way: a window, its buffers (vgem dma-bufs, or wl_shm for the
+//! `shm` mode), committing a frame, waiting for its frame callback, and reading the output
+//! back.
 
 use std::time::{Duration, Instant};
 
 use fencebridge::producer::Vgem;
 
-use crate::capture::{Capturer, Screencopy};
+use wayland_client::protocol::wl_buffer::WlBuffer;
+
+use crate::capture::{Capturer, Image, Screencopy};
 use crate::pixels::{count_colour, Buffer};
 use crate::wlclient::{Client, Syncobj, Window, WlError};
 
+/// What a session's buffers have in common: a wl_buffer to attach.
+pub trait Attachable {
+    fn wl(&self) -> &WlBuffer;
+}
+
+impl Attachable for Buffer {
+    fn wl(&self) -> &WlBuffer {
+        &self.wl
+    }
+}
+
 /// A connected client with a window and its buffers.
-pub struct Session {
+pub struct Session<B = Buffer> {
     /// The connection.
     pub client: Client<Screencopy>,
     capturer: Capturer,
     /// The toplevel.
     pub window: Window,
     /// Its buffers, by index (the wl_buffer.release index too).
-    pub buffers: Vec<Buffer>,
+    pub buffers: Vec<B>,
     /// Whether the compositor has given each buffer back (wl_buffer.release) since its last
     /// commit.
     released: Vec<bool>,
@@ -26,17 +40,36 @@ pub struct Session {
 impl Session {
     /// Connects, opens a `size` window titled `title` and makes `buffers` vgem buffers.
     pub fn new(title: &str, size: (u32, u32), buffers: usize) -> Result<Session, WlError> {
-        let mut client = Client::<Screencopy>::connect()?;
-        let capturer = Capturer::new(&client)?;
         let vgem = Vgem::open().map_err(|e| {
             WlError::new(
                 "no-device",
                 format!("no vgem device for the client's buffers ({e})"),
             )
         })?;
+        Session::with_buffers(title, buffers, |client, i| {
+            Buffer::new(client, &vgem, size, i)
+        })
+    }
+
+    /// linux-drm-syncobj-v1 timelines for every buffer (see [`Syncobj::new`]).
+    pub fn syncobj(&self) -> Result<Syncobj, WlError> {
+        Syncobj::new(&self.client, &self.window.surface, self.buffers.len())
+    }
+}
+
+impl<B: Attachable> Session<B> {
+    /// Connects, opens a window titled `title` and makes `count` buffers with `make` (given
+    /// the client and the buffer's index).
+    pub fn with_buffers(
+        title: &str,
+        count: usize,
+        mut make: impl FnMut(&Client<Screencopy>, usize) -> Result<B, WlError>,
+    ) -> Result<Session<B>, WlError> {
+        let mut client = Client::<Screencopy>::connect()?;
+        let capturer = Capturer::new(&client)?;
         let window = client.window(title)?;
-        let buffers = (0..buffers)
-            .map(|i| Buffer::new(&client, &vgem, size, i))
+        let buffers = (0..count)
+            .map(|i| make(&client, i))
             .collect::<Result<Vec<_>, _>>()?;
         client.check_buffers()?;
         let released = vec![true; buffers.len()];
@@ -53,7 +86,7 @@ impl Session {
     /// returns when the request left.
     pub fn commit(&mut self, index: usize, frame: u32) -> Result<Instant, WlError> {
         let surface = &self.window.surface;
-        surface.attach(Some(&self.buffers[index].wl), 0, 0);
+        surface.attach(Some(self.buffers[index].wl()), 0, 0);
         surface.damage_buffer(0, 0, i32::MAX, i32::MAX);
         self.client.frame(surface, frame);
         surface.commit();
@@ -114,7 +147,7 @@ impl Session {
     /// Whether the output, as last rendered, shows `colour` on a whole window's worth of
     /// pixels (`size`): anything less means the compositor showed stale contents.
     pub fn shows(&mut self, colour: u32, (width, height): (u32, u32)) -> Result<bool, WlError> {
-        let image = self.capturer.capture(&mut self.client)?;
+        let image = self.capture()?;
         if image.width < width || image.height < height {
             return Err(WlError::new(
                 "output-too-small",
@@ -129,8 +162,8 @@ impl Session {
         Ok(count_colour(&image.pixels, colour) >= want)
     }
 
-    /// linux-drm-syncobj-v1 timelines for every buffer (see [`Syncobj::new`]).
-    pub fn syncobj(&self) -> Result<Syncobj, WlError> {
-        Syncobj::new(&self.client, &self.window.surface, self.buffers.len())
+    /// The output as the compositor last rendered it.
+    pub fn capture(&mut self) -> Result<Image, WlError> {
+        self.capturer.capture(&mut self.client)
     }
 }

@@ -1,17 +1,21 @@
-//! The reference nested compositor: smithay 0.7 with fencebridge embedded, rendering a headless
-//! output on the CPU. It shows how a compositor embeds the bridge (`state.rs`, the lines marked
-//! `fencebridge:`) and proves the bridge end to end in the VM.
+//! The reference nested compositor: smithay 0.7 with fencebridge embedded. It shows how a
+//! compositor embeds the bridge (`state.rs` and `screen.rs`, the lines marked `fencebridge:`)
+//! and proves the bridge end to end in the VM.
 //!
 //! ```text
-//! cargo run --example nested --features smithay -- [--no-bridge] [--png out.png] \
-//!     [--client "PROGRAM ARGS"]... [-- PROGRAM ARGS]
+//! cargo run --example nested --features winit -- [--backend auto|headless|winit] \
+//!     [--no-bridge] [--png out.png] [--client "PROGRAM ARGS"]... [-- PROGRAM ARGS]
 //! ```
+//! Backends (`screen.rs`): a winit window drawn with GLES (`window.rs`, feature `winit`) when
+//! a display is there, else a headless output drawn on the CPU by a software GPU with real
+//! read fences (`headless.rs`, `gpu.rs`).
+//!
 //! It serves a Wayland socket (printed) with wl_compositor, xdg_shell, wl_shm, linux-dmabuf,
 //! linux-drm-syncobj-v1 (fencebridge), a wl_output with xdg-output and wlr-screencopy (so
 //! `grim` can take a screenshot). It runs the clients against it, and when they have all exited
-//! (or after `--seconds`) writes the output as a PNG and prints, per client, which sync path
-//! its commits took, how long they waited, how many of its frames were shown, and whether its
-//! producer fences.
+//! (or after `--seconds`, or when its window is closed) writes the output as a PNG and prints,
+//! per client, which sync path its commits took, how long they waited, how many of its frames
+//! were shown, and whether its producer fences.
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 mod gpu;
@@ -20,8 +24,11 @@ mod headless;
 #[allow(dead_code)]
 mod render;
 mod report;
+mod screen;
 mod screencopy;
 mod state;
+#[cfg(feature = "winit")]
+mod window;
 
 use std::cell::RefCell;
 use std::path::PathBuf;
@@ -29,7 +36,7 @@ use std::process::Command;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use clap::Parser;
+use clap::{Parser, ValueEnum};
 use smithay::reexports::calloop::channel;
 use smithay::reexports::calloop::generic::Generic;
 use smithay::reexports::calloop::timer::{TimeoutAction, Timer};
@@ -37,16 +44,22 @@ use smithay::reexports::calloop::{EventLoop, Interest, LoopSignal, Mode, PostAct
 use smithay::reexports::wayland_server::Display;
 use smithay::wayland::socket::ListeningSocketSource;
 
+use headless::Headless;
+use screen::Backend;
 use state::Nested;
 
 #[derive(Parser)]
-#[command(about = "fencebridge's reference nested compositor (headless, CPU-rendered)")]
+#[command(about = "fencebridge's reference nested compositor (a window, or headless)")]
 struct Args {
+    /// What draws the output: a winit window with GLES (needs the `winit` feature and a
+    /// display), the headless CPU output, or `auto`: the window when a display is there.
+    #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
+    backend: BackendChoice,
     /// Run without fencebridge: commits apply at once, whatever their fences (the compositor a
     /// stale-frame test must catch).
     #[arg(long)]
     no_bridge: bool,
-    /// Output size.
+    /// Output size (the window's, at first).
     #[arg(long, default_value = "640x480", value_parser = parse_size)]
     size: (u32, u32),
     /// Where to write the last frame as a PNG.
@@ -55,9 +68,10 @@ struct Args {
     /// Where to write the per-client report as JSON too.
     #[arg(long)]
     report_json: Option<PathBuf>,
-    /// Stop after this long even if the client still runs.
-    #[arg(long, default_value_t = 30.0)]
-    seconds: f64,
+    /// Stop after this long even if the clients still run [default: 30 headless; a window
+    /// stays until it is closed].
+    #[arg(long)]
+    seconds: Option<f64>,
     /// Frames per second of the output (at most: a frame is rendered only when something
     /// changed).
     #[arg(long, default_value_t = 30)]
@@ -75,6 +89,13 @@ struct Args {
     client: Vec<String>,
 }
 
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum BackendChoice {
+    Auto,
+    Headless,
+    Winit,
+}
+
 fn parse_size(s: &str) -> Result<(u32, u32), String> {
     let (w, h) = s.split_once('x').ok_or("expected WxH, e.g. 640x480")?;
     let parse = |v: &str| v.parse::<u32>().map_err(|e| format!("{v}: {e}"));
@@ -84,7 +105,7 @@ fn parse_size(s: &str) -> Result<(u32, u32), String> {
 /// What the loop carries besides the compositor.
 struct Run {
     clients: Vec<report::Spawned>,
-    deadline: Instant,
+    deadline: Option<Instant>,
     signal: LoopSignal,
 }
 
@@ -101,6 +122,12 @@ impl Run {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
     if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
         let dir = std::env::temp_dir().join(format!("nested-{}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
@@ -110,8 +137,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let display = Display::<Nested>::new()?;
     let mut dh = display.handle();
     let mut flush = display.handle();
-    let (gpu, frames_done) = gpu::SoftGpu::start(Duration::from_millis(args.gpu_ms))?;
-    let mut state = Nested::new(&dh, event_loop.handle(), !args.no_bridge, gpu, args.size);
+    let backend = start_backend(&args, &event_loop)?;
+    let windowed = !matches!(backend, Backend::Headless(_));
+    let size = backend.size().unwrap_or(args.size);
+    let mut state = Nested::new(&dh, event_loop.handle(), !args.no_bridge, backend, size);
+    state.screen.keep_canvas = args.png.is_some();
+    let (width, height) = state.screen.size();
+    let drawn_by = if windowed {
+        "a window (GLES)"
+    } else {
+        "headless (CPU)"
+    };
+    eprintln!("nested: {width}x{height} output, {drawn_by}");
     if state.bridge_on {
         let paths = state.bridge.capabilities().paths().join("; ");
         eprintln!("nested: fencebridge on; {paths}");
@@ -160,27 +197,25 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         });
     }
     let started = Instant::now();
+    // A window stays until it is closed, unless told otherwise.
+    let seconds = args.seconds.or((!windowed).then_some(30.0));
     let run = Rc::new(RefCell::new(Run {
         clients,
-        deadline: started + Duration::from_secs_f64(args.seconds),
+        deadline: seconds.map(|s| started + Duration::from_secs_f64(s)),
         signal: event_loop.get_signal(),
     }));
 
     let frame = Duration::from_secs(1) / args.fps.max(1);
-    event_loop
-        .handle()
-        .insert_source(frames_done, move |event, _, state| {
-            if let channel::Event::Msg(finished) = event {
-                headless::frame_done(state, finished);
-            }
-        })?;
     let timer_run = run.clone();
     event_loop
         .handle()
         .insert_source(Timer::from_duration(frame), move |_, _, state| {
             let run = &mut *timer_run.borrow_mut();
-            headless::start_frame(state, started.elapsed());
-            if run.clients_done() || Instant::now() >= run.deadline {
+            screen::start_frame(state, started.elapsed());
+            let late = run
+                .deadline
+                .is_some_and(|deadline| Instant::now() >= deadline);
+            if run.clients_done() || late {
                 run.signal.stop();
                 return TimeoutAction::Drop;
             }
@@ -206,4 +241,71 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         std::fs::write(path, report.to_json().to_string())?;
     }
     Ok(())
+}
+
+/// Starts the backend `args` ask for and inserts its event sources into the loop.
+fn start_backend(
+    args: &Args,
+    event_loop: &EventLoop<'static, Nested>,
+) -> Result<Backend, Box<dyn std::error::Error>> {
+    let display_there = ["WAYLAND_DISPLAY", "DISPLAY"]
+        .iter()
+        .any(|var| std::env::var_os(var).is_some_and(|v| !v.is_empty()));
+    let want_window = match args.backend {
+        BackendChoice::Headless => false,
+        BackendChoice::Winit => true,
+        BackendChoice::Auto => display_there,
+    };
+    if want_window {
+        match open_window(args, event_loop) {
+            Ok(backend) => return Ok(backend),
+            Err(e) if args.backend == BackendChoice::Winit => {
+                return Err(format!("no window: {e}").into())
+            }
+            Err(e) => eprintln!("nested: no window ({e}): headless instead"),
+        }
+    }
+    let (gpu, frames_done) = gpu::SoftGpu::start(Duration::from_millis(args.gpu_ms))?;
+    event_loop
+        .handle()
+        .insert_source(frames_done, |event, _, state| {
+            if let channel::Event::Msg(finished) = event {
+                headless::frame_done(state, finished);
+            }
+        })?;
+    Ok(Backend::Headless(Headless::new(gpu)))
+}
+
+/// Opens the window and inserts its events and its GL fence waiter into the loop.
+#[cfg(feature = "winit")]
+fn open_window(
+    args: &Args,
+    event_loop: &EventLoop<'static, Nested>,
+) -> Result<Backend, Box<dyn std::error::Error>> {
+    let (width, height) = args.size;
+    let (window, events, reads_done) = window::Window::open(width, height)?;
+    let signal = event_loop.get_signal();
+    event_loop
+        .handle()
+        .insert_source(events, move |event, _, state| {
+            if !window::handle_event(state, event) {
+                signal.stop();
+            }
+        })?;
+    event_loop
+        .handle()
+        .insert_source(reads_done, |event, _, state| {
+            if let channel::Event::Msg(surfaces) = event {
+                screen::reads_done(state, &surfaces);
+            }
+        })?;
+    Ok(Backend::Window(Box::new(window)))
+}
+
+#[cfg(not(feature = "winit"))]
+fn open_window(
+    _: &Args,
+    _: &EventLoop<'static, Nested>,
+) -> Result<Backend, Box<dyn std::error::Error>> {
+    Err("the window backend is not built (cargo run --example nested --features winit)".into())
 }

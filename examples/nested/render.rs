@@ -549,6 +549,35 @@ impl Canvas {
         }
     }
 
+    /// A canvas from tightly packed RGBA bytes (GL's `GL_RGBA`/`GL_UNSIGNED_BYTE`, DRM's
+    /// ABGR8888), as a GPU read-back gives them. The image is opaque: alpha is dropped.
+    pub fn from_rgba(width: u32, height: u32, bytes: &[u8]) -> Result<Canvas, RenderError> {
+        let needed = (width as usize)
+            .checked_mul(height as usize)
+            .and_then(|pixels| pixels.checked_mul(4))
+            .ok_or(RenderError::SizeOverflow {
+                plane: 0,
+                width,
+                height,
+            })?;
+        if bytes.len() < needed {
+            return Err(RenderError::BufferTooShort {
+                plane: 0,
+                needed,
+                available: bytes.len(),
+            });
+        }
+        let pixels = bytes[..needed]
+            .chunks_exact(4)
+            .map(|p| OPAQUE | u32::from(p[0]) << 16 | u32::from(p[1]) << 8 | u32::from(p[2]))
+            .collect();
+        Ok(Canvas {
+            width,
+            height,
+            pixels,
+        })
+    }
+
     /// Turns the rectangle at (x, y) of `width`×`height` (clipped) upside down: how a
     /// y-inverted client buffer is shown after an upright blit.
     pub fn flip_vertically(&mut self, x: u32, y: u32, width: u32, height: u32) {
@@ -1671,6 +1700,21 @@ mod tests {
         let clipped = canvas.crop(3, 2, 10, 10);
         assert_eq!(clipped.pixels(), &[OPAQUE | 0x23]);
         assert!(canvas.crop(9, 9, 1, 1).pixels().is_empty());
+    }
+
+    #[test]
+    fn from_rgba_reads_gl_byte_order_and_checks_the_length() {
+        let bytes = [0x11, 0x22, 0x33, 0x00, 0xaa, 0xbb, 0xcc, 0xff];
+        let canvas = Canvas::from_rgba(2, 1, &bytes).unwrap();
+        assert_eq!(canvas.pixels(), &[0xff11_2233, 0xffaa_bbcc]);
+        assert!(matches!(
+            Canvas::from_rgba(2, 2, &bytes),
+            Err(RenderError::BufferTooShort {
+                needed: 16,
+                available: 8,
+                ..
+            })
+        ));
     }
 
     #[test]

@@ -16,7 +16,7 @@ use wayland_protocols_wlr::screencopy::v1::server::{
     zwlr_screencopy_manager_v1::{self, ZwlrScreencopyManagerV1},
 };
 
-use crate::headless;
+use crate::screen;
 use crate::state::Nested;
 
 const VERSION: u32 = 3;
@@ -59,7 +59,7 @@ impl Dispatch<ZwlrScreencopyManagerV1, ()> for Nested {
         init: &mut DataInit<'_, Nested>,
     ) {
         use zwlr_screencopy_manager_v1::Request;
-        let (width, height) = (state.screen.canvas.width(), state.screen.canvas.height());
+        let (width, height) = state.screen.size();
         let (frame, output, region) = match request {
             Request::CaptureOutput { frame, output, .. } => {
                 (frame, output, Some((0, 0, width as i32, height as i32)))
@@ -127,11 +127,7 @@ impl Dispatch<ZwlrScreencopyFrameV1, Frame> for Nested {
             frame.post_error(Error::AlreadyUsed, "this frame was already copied");
             return;
         }
-        if headless::frame_in_flight(state) {
-            state.screen.captures.push((frame.clone(), buffer));
-        } else {
-            copy_now(state, frame, &buffer);
-        }
+        screen::capture(state, frame, buffer);
     }
 }
 

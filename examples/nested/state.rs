@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use fencebridge::wayland::{self, Config, FenceBridgeHandler, FenceBridgeState, OverdueWait};
 use smithay::backend::allocator::dmabuf::Dmabuf;
-use smithay::backend::allocator::{Format, Fourcc, Modifier};
 use smithay::backend::renderer::utils::on_commit_buffer_handler;
 use smithay::input::{Seat, SeatHandler, SeatState};
 use smithay::output::{Mode, Output, PhysicalProperties, Scale, Subpixel};
@@ -33,17 +32,8 @@ use smithay::{
     delegate_xdg_shell,
 };
 
-use crate::gpu::SoftGpu;
-use crate::headless::{self, Screen};
+use crate::screen::{Backend, Screen};
 use crate::screencopy;
-
-/// The formats this compositor shows: what GPUs, video decoders and cameras produce.
-pub const FORMATS: [Fourcc; 4] = [
-    Fourcc::Xrgb8888,
-    Fourcc::Argb8888,
-    Fourcc::Yuyv,
-    Fourcc::Nv12,
-];
 
 /// The reference compositor.
 pub struct Nested {
@@ -55,7 +45,7 @@ pub struct Nested {
     dmabuf: DmabufState,
     _dmabuf_global: DmabufGlobal,
     _outputs: OutputManagerState,
-    /// The headless output and its last frame.
+    /// The output, its backend and what it showed.
     pub screen: Screen,
     /// fencebridge: the bridge's state.
     pub bridge: FenceBridgeState,
@@ -73,18 +63,15 @@ impl Nested {
         dh: &DisplayHandle,
         loop_handle: LoopHandle<'static, Nested>,
         bridge_on: bool,
-        gpu: SoftGpu,
+        mut backend: Backend,
         (width, height): (u32, u32),
     ) -> Self {
         let mut dmabuf = DmabufState::new();
-        let formats = FORMATS.map(|code| Format {
-            code,
-            modifier: Modifier::Linear,
-        });
-        // linux-dmabuf v4 needs a main device for its feedback: the DRM render node if there
+        let formats = backend.dmabuf_formats();
+        // linux-dmabuf v4 needs a main device for its feedback: the GPU's render node if there
         // is one (in the VM, virtio_gpu's); without one, v3 (formats and modifiers only).
-        let dmabuf_global = match main_device().and_then(|dev| {
-            DmabufFeedbackBuilder::new(dev, formats)
+        let dmabuf_global = match backend.main_device().and_then(|dev| {
+            DmabufFeedbackBuilder::new(dev, formats.iter().copied())
                 .build()
                 .map_err(|e| tracing::warn!("no dma-buf feedback: {e}"))
                 .ok()
@@ -99,7 +86,7 @@ impl Nested {
         let mut seat_state = SeatState::new();
         let seat = seat_state.new_wl_seat(dh, "seat0");
         let outputs = OutputManagerState::new_with_xdg_output::<Nested>(dh);
-        let output = headless_output(dh, width, height);
+        let output = output(dh, width, height);
         screencopy::create_global(dh);
         Nested {
             display: dh.clone(),
@@ -112,7 +99,7 @@ impl Nested {
             dmabuf,
             _dmabuf_global: dmabuf_global,
             _outputs: outputs,
-            screen: Screen::new(gpu, output, width, height),
+            screen: Screen::new(backend, output),
             bridge: FenceBridgeState::new::<Nested>(dh, config),
             bridge_on,
             toplevels: Vec::new(),
@@ -120,15 +107,15 @@ impl Nested {
     }
 }
 
-/// The offscreen output, advertised as a wl_output at (0, 0).
-fn headless_output(dh: &DisplayHandle, width: u32, height: u32) -> Output {
+/// The output, advertised as a wl_output at (0, 0).
+fn output(dh: &DisplayHandle, width: u32, height: u32) -> Output {
     let output = Output::new(
-        "HEADLESS-1".to_owned(),
+        "NESTED-1".to_owned(),
         PhysicalProperties {
             size: (0, 0).into(),
             subpixel: Subpixel::Unknown,
             make: "fencebridge".to_owned(),
-            model: "headless".to_owned(),
+            model: "nested".to_owned(),
         },
     );
     let mode = Mode {
@@ -144,17 +131,6 @@ fn headless_output(dh: &DisplayHandle, width: u32, height: u32) -> Output {
     output.set_preferred(mode);
     let _global = output.create_global::<Nested>(dh);
     output
-}
-
-/// The device number of the GPU's render node, if there is one (vgem, a software fence
-/// device, is no GPU a client would allocate for).
-fn main_device() -> Option<u64> {
-    fencebridge::device::DrmNode::list()
-        .into_iter()
-        .filter(|node| node.is_render_node())
-        .filter(|node| node.open().is_ok_and(|n| n.driver_name() != "vgem"))
-        .find_map(|node| rustix::fs::stat(node.path()).ok())
-        .map(|stat| stat.st_rdev)
 }
 
 /// Per-client data.
@@ -261,9 +237,10 @@ impl DmabufHandler for Nested {
     }
 
     fn dmabuf_imported(&mut self, _: &DmabufGlobal, dmabuf: Dmabuf, notifier: ImportNotifier) {
-        // The CPU renderer maps any linear dma-buf of the advertised formats whose planes lie
-        // inside their dma-bufs; anything else fails here, as a GPU import would.
-        match headless::check_dmabuf(&dmabuf) {
+        // The headless backend maps any linear dma-buf of the advertised formats whose planes
+        // lie inside their dma-bufs, the window imports it into GLES: what they cannot show
+        // fails here.
+        match self.screen.backend.import_dmabuf(&dmabuf) {
             Ok(()) => {
                 let _ = notifier.successful::<Nested>();
             }

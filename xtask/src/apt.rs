@@ -31,6 +31,25 @@ pub const HOST_TOOLS: &[&str] = &[
 /// → linux-dmabuf video client, and `grim`, a screenshot tool speaking wlr-screencopy.
 pub const WAYLAND_CLIENTS: &[&str] = &["weston", "grim"];
 
+/// What the reference compositor's window backend needs at run time, and its host test
+/// (`tests/window.rs`): an X server without a screen (`xvfb-run`, which needs xauth), Mesa's
+/// EGL and GLES (llvmpipe renders when there is no GPU), the X client libraries winit opens
+/// at run time, and `xwd` (x11-apps) to read the X server's pixels.
+pub const WINDOW: &[&str] = &[
+    "xvfb",
+    "xauth",
+    "x11-apps",
+    "libegl1",
+    "libegl-mesa0",
+    "libgles2",
+    "libgl1-mesa-dri",
+    "libx11-xcb1",
+    "libxcursor1",
+    "libxrandr2",
+    "libxi6",
+    "libxkbcommon-x11-0",
+];
+
 /// `-dev` packages of the C libraries that the workspace's `-sys` crates build against.
 pub const BUILD_DEPS: &[&str] = &[
     "pkg-config",

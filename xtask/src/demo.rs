@@ -50,9 +50,9 @@ pub fn run(workspace: &Path) -> Result<ExitCode> {
     if desktop() {
         println!(
             "A display is here: to see fencebridge in a window on this machine's GPU, run\n  \
-             cargo run --example nested --all-features -- --client \"weston-simple-dmabuf-egl\"\n\
-             (the nested compositor renders on the CPU; clients use the GPU). The demo below \
-             runs in a VM and needs neither.\n"
+             cargo run --example nested --features winit -- --client weston-simple-dmabuf-egl\n\
+             (a window drawn with GLES; its frames' GL fences end the clients' reads). The demo \
+             below runs in a VM and needs neither.\n"
         );
     }
     step("host packages");
@@ -93,6 +93,8 @@ pub fn run(workspace: &Path) -> Result<ExitCode> {
     run.log = Some(out.join("console.log"));
     run.timeout = Duration::from_secs(u64::from(SECONDS) + 120);
     run.args = [
+        "--backend",
+        "headless",
         "--seconds",
         &SECONDS.to_string(),
         "--size",

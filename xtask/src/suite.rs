@@ -46,6 +46,9 @@ pub fn run(workspace: &Path, options: &Options) -> Result<bool> {
 
     step("host packages");
     let mut packages = apt::BUILD_DEPS.to_vec();
+    if options.host {
+        packages.extend(apt::WINDOW);
+    }
     if options.vm {
         packages.extend(apt::HOST_TOOLS);
         packages.extend(apt::WAYLAND_CLIENTS);
@@ -141,6 +144,8 @@ fn lint(cargo: &Cargo, report: &mut Report) {
 /// Runs the host tests, showing their output as it comes.
 fn host_tests(cargo: &Cargo) -> Verdict {
     let run = || -> Result<Verdict> {
+        // The window backend's test runs the reference compositor and its test client.
+        cmd::run(&mut cargo.command(&["build", "--examples", "--all-features"]))?;
         let mut cargo_test = cargo.command(&["test", "--workspace", "--all-features"]);
         let mut child = cargo_test
             .stdout(Stdio::piped())

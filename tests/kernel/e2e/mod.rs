@@ -61,7 +61,7 @@ pub fn nested(dir: &Path, seconds: u32, args: &[&str], clients: &[String]) -> Ru
     let mut command = Command::new(built("nested"));
     command
         .current_dir(dir)
-        .args(["--seconds", &seconds.to_string()])
+        .args(["--backend", "headless", "--seconds", &seconds.to_string()])
         .arg("--png")
         .arg(&png)
         .arg("--report-json")

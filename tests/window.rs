@@ -1,0 +1,182 @@
+//! The reference compositor's window backend (feature `winit`), on the host: a real X server
+//! (Xvfb, through `xvfb-run`) and Mesa's GLES (llvmpipe), no GPU needed. `fbclient shm` judges
+//! every frame through wlr-screencopy (read back from GL); `xwd` reads the X server's own
+//! pixels, which is what a user of the window sees.
+//!
+//! `cargo xtask test` builds the examples first and installs xvfb, x11-apps (xwd) and Mesa.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+
+/// fbclient's tag: its colours have this red byte (nested's background has 0x20, X's root 0).
+const TAG: u8 = 5;
+const RED: u32 = 0x80 | TAG as u32;
+
+fn built(name: &str) -> PathBuf {
+    let path = Path::new(env!("CARGO_BIN_EXE_fencebridge"))
+        .parent()
+        .expect("the binary lives in a directory")
+        .join("examples")
+        .join(name);
+    assert!(
+        path.exists(),
+        "{} is not built: `cargo build --examples --all-features` (cargo xtask test does it)",
+        path.display()
+    );
+    path
+}
+
+fn scratch(test: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("fencebridge-window-{test}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn a_window_shows_a_cpu_client_upright_and_releases_its_buffers() {
+    assert!(
+        Command::new("sh")
+            .args(["-c", "command -v xvfb-run && command -v xwd"])
+            .output()
+            .is_ok_and(|o| o.status.success()),
+        "xvfb-run and xwd are missing: apt-get install xvfb x11-apps (cargo xtask test does it)"
+    );
+    let dir = scratch("shm");
+    let root = dir.join("root.xwd");
+    // A screenshot of the X server while the client draws.
+    let shot = dir.join("shot.sh");
+    std::fs::write(
+        &shot,
+        format!("sleep 2\nexec xwd -root -silent -out {}\n", root.display()),
+    )
+    .unwrap();
+    let report = dir.join("report.json");
+    let fbclient = format!(
+        "{} shm --frames 60 --interval-ms 40 --size 160x120 --tag {TAG}",
+        built("fbclient").display()
+    );
+    let output = Command::new("xvfb-run")
+        .args(["-a", "-s", "-screen 0 800x600x24 -nolisten tcp"])
+        .arg(built("nested"))
+        .args(["--backend", "winit", "--seconds", "60", "--report-json"])
+        .arg(&report)
+        .args(["--client", &fbclient, "--client"])
+        .arg(format!("sh {}", shot.display()))
+        .env_remove("WAYLAND_DISPLAY")
+        .current_dir(&dir)
+        .output()
+        .expect("xvfb-run runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "nested failed ({}):\n{stdout}\n{stderr}",
+        output.status
+    );
+    assert!(
+        stderr.contains("output, a window (GLES)"),
+        "nested did not open its window:\n{stderr}"
+    );
+    assert!(
+        stderr.contains("the window's frames end their reads with"),
+        "nested drew no frame:\n{stderr}"
+    );
+
+    // Every frame shown, right side up, and the client got its buffers back (it has two).
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("fbclient shm:"))
+        .unwrap_or_else(|| panic!("fbclient gave no result:\n{stdout}\n{stderr}"));
+    assert!(
+        line.contains("frames=60 stale=0 upside_down=0"),
+        "{line}\n{stdout}\n{stderr}"
+    );
+    let report: Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    let client = report["clients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| {
+            c["command"]
+                .as_str()
+                .is_some_and(|c| c.contains("fbclient"))
+        })
+        .unwrap_or_else(|| panic!("no fbclient in {report}"));
+    assert_eq!(client["frames_shown"], 60, "{client}");
+    assert_eq!(client["commits"]["shm"], 60, "{client}");
+    assert_eq!(client["protocol_errors"], serde_json::json!([]), "{client}");
+
+    // What the X server shows: the client's window at the output's top left, upright. Its
+    // quadrants are told apart by their colour (4 × frame + quadrant + 1) modulo 4, whatever
+    // frame was on screen.
+    let image = Xwd::read(&root);
+    let ours: Vec<(u32, u32)> = (0..image.height)
+        .flat_map(|y| (0..image.width).map(move |x| (x, y)))
+        .filter(|&(x, y)| image.pixel(x, y) >> 16 & 0xff == RED)
+        .collect();
+    assert_eq!(ours.len(), 160 * 120, "the window's pixels on the X screen");
+    assert_eq!((ours[0], ours[ours.len() - 1]), ((0, 0), (159, 119)));
+    let quadrant = |x, y| (image.pixel(x, y) & 0xffff).wrapping_sub(1) % 4;
+    assert_eq!(
+        [
+            quadrant(10, 10),
+            quadrant(150, 10),
+            quadrant(10, 110),
+            quadrant(150, 110)
+        ],
+        [0, 1, 2, 3],
+        "the quadrants top-left, top-right, bottom-left, bottom-right"
+    );
+}
+
+/// An X window dump (`xwd`, ZPixmap, 24 or 32 bits per pixel) as 0xRRGGBB pixels.
+struct Xwd {
+    width: u32,
+    height: u32,
+    pixels: Vec<u32>,
+}
+
+impl Xwd {
+    fn read(path: &Path) -> Xwd {
+        let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let field = |i: usize| u32::from_be_bytes(bytes[i * 4..i * 4 + 4].try_into().unwrap());
+        let (header_size, format, width, height) = (field(0), field(2), field(4), field(5));
+        let (byte_order, bits_per_pixel, bytes_per_line) = (field(7), field(11), field(12));
+        let masks = [field(14), field(15), field(16)];
+        let colours = field(19);
+        assert_eq!(format, 2, "a ZPixmap dump");
+        assert!(
+            matches!(bits_per_pixel, 24 | 32),
+            "{bits_per_pixel} bits per pixel"
+        );
+        let start = header_size as usize + colours as usize * 12;
+        let step = bits_per_pixel as usize / 8;
+        let mut pixels = Vec::with_capacity(width as usize * height as usize);
+        for y in 0..height as usize {
+            let row = &bytes[start + y * bytes_per_line as usize..];
+            for x in 0..width as usize {
+                let mut raw = [0u8; 4];
+                raw[..step].copy_from_slice(&row[x * step..x * step + step]);
+                let value = if byte_order == 0 {
+                    u32::from_le_bytes(raw)
+                } else {
+                    u32::from_be_bytes(raw) >> (32 - bits_per_pixel)
+                };
+                let channel = |mask: u32| (value & mask) >> mask.trailing_zeros() & 0xff;
+                pixels.push(channel(masks[0]) << 16 | channel(masks[1]) << 8 | channel(masks[2]));
+            }
+        }
+        Xwd {
+            width,
+            height,
+            pixels,
+        }
+    }
+
+    fn pixel(&self, x: u32, y: u32) -> u32 {
+        self.pixels[(y * self.width + x) as usize]
+    }
+}
