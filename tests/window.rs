@@ -5,35 +5,19 @@
 //!
 //! `cargo xtask test` builds the examples first and installs xvfb, x11-apps (xwd) and Mesa.
 
-use std::path::{Path, PathBuf};
+// Shared with the kernel suite; this test reads less of a run (no last frame).
+#[allow(dead_code)]
+#[path = "common/nested.rs"]
+mod harness;
+
+use std::path::Path;
 use std::process::Command;
 
-use serde_json::Value;
+use harness::{built, count, scratch};
 
 /// fbclient's tag: its colours have this red byte (nested's background has 0x20, X's root 0).
 const TAG: u8 = 5;
 const RED: u32 = 0x80 | TAG as u32;
-
-fn built(name: &str) -> PathBuf {
-    let path = Path::new(env!("CARGO_BIN_EXE_fencebridge"))
-        .parent()
-        .expect("the binary lives in a directory")
-        .join("examples")
-        .join(name);
-    assert!(
-        path.exists(),
-        "{} is not built: `cargo build --examples --all-features` (cargo xtask test does it)",
-        path.display()
-    );
-    path
-}
-
-fn scratch(test: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("fencebridge-window-{test}"));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 #[test]
 fn a_window_shows_a_cpu_client_upright_and_releases_its_buffers() {
@@ -44,7 +28,7 @@ fn a_window_shows_a_cpu_client_upright_and_releases_its_buffers() {
             .is_ok_and(|o| o.status.success()),
         "xvfb-run and xwd are missing: apt-get install xvfb x11-apps (cargo xtask test does it)"
     );
-    let dir = scratch("shm");
+    let dir = scratch("window-shm");
     let root = dir.join("root.xwd");
     // A screenshot of the X server while the client draws.
     let shot = dir.join("shot.sh");
@@ -53,58 +37,26 @@ fn a_window_shows_a_cpu_client_upright_and_releases_its_buffers() {
         format!("sleep 2\nexec xwd -root -silent -out {}\n", root.display()),
     )
     .unwrap();
-    let report = dir.join("report.json");
     let fbclient = format!(
         "{} shm --frames 60 --interval-ms 40 --size 160x120 --tag {TAG}",
         built("fbclient").display()
     );
-    let output = Command::new("xvfb-run")
-        .args(["-a", "-s", "-screen 0 800x600x24 -nolisten tcp"])
+    let mut xvfb = Command::new("xvfb-run");
+    xvfb.args(["-a", "-s", "-screen 0 800x600x24 -nolisten tcp"])
         .arg(built("nested"))
-        .args(["--backend", "winit", "--seconds", "60", "--report-json"])
-        .arg(&report)
-        .args(["--client", &fbclient, "--client"])
-        .arg(format!("sh {}", shot.display()))
-        .env_remove("WAYLAND_DISPLAY")
-        .current_dir(&dir)
-        .output()
-        .expect("xvfb-run runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "nested failed ({}):\n{stdout}\n{stderr}",
-        output.status
-    );
-    assert!(
-        stderr.contains("output, a window (GLES)"),
-        "nested did not open its window:\n{stderr}"
-    );
-    assert!(
-        stderr.contains("the window's frames end their reads with"),
-        "nested drew no frame:\n{stderr}"
-    );
+        .env_remove("WAYLAND_DISPLAY");
+    let clients = [fbclient, format!("sh {}", shot.display())];
+    let run = harness::run(xvfb, &dir, 60, &["--backend", "winit"], &clients);
+    assert_eq!(run.report["backend"], "winit", "{}", run.report);
 
     // Every frame shown, right side up, and the client got its buffers back (it has two).
-    let line = stdout
-        .lines()
-        .find(|l| l.starts_with("fbclient shm:"))
-        .unwrap_or_else(|| panic!("fbclient gave no result:\n{stdout}\n{stderr}"));
-    assert!(
-        line.contains("frames=60 stale=0 upside_down=0"),
-        "{line}\n{stdout}\n{stderr}"
+    let result = run.fbclient("shm");
+    assert_eq!(
+        ["frames", "stale", "upside_down"].map(|key| count(&result, key)),
+        [60, 0, 0],
+        "{result:?}"
     );
-    let report: Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
-    let client = report["clients"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| {
-            c["command"]
-                .as_str()
-                .is_some_and(|c| c.contains("fbclient"))
-        })
-        .unwrap_or_else(|| panic!("no fbclient in {report}"));
+    let client = run.client("fbclient");
     assert_eq!(client["frames_shown"], 60, "{client}");
     assert_eq!(client["commits"]["shm"], 60, "{client}");
     assert_eq!(client["protocol_errors"], serde_json::json!([]), "{client}");

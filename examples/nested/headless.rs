@@ -98,7 +98,6 @@ pub fn frame_done(state: &mut Nested, finished: Finished) {
     state.screen.canvas = finished.canvas;
     let unfenced = match &mut state.screen.backend {
         screen::Backend::Headless(headless) => headless.in_flight.take().unwrap_or_default(),
-        #[cfg(feature = "winit")]
         _ => Vec::new(),
     };
     screen::reads_done(state, &unfenced);

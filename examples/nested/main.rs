@@ -6,8 +6,8 @@
 //! cargo run --example nested --features winit -- [--backend auto|headless|winit] \
 //!     [--no-bridge] [--png out.png] [--client "PROGRAM ARGS"]... [-- PROGRAM ARGS]
 //! ```
-//! Backends (`screen.rs`): a winit window drawn with GLES (`window.rs`, feature `winit`) when
-//! a display is there, else a headless output drawn on the CPU by a software GPU with real
+//! Backends (`screen.rs`): a winit window drawn with GLES (`window.rs`) when a display is
+//! there, else a headless output drawn on the CPU by a software GPU with real
 //! read fences (`headless.rs`, `gpu.rs`).
 //!
 //! It serves a Wayland socket (printed) with wl_compositor, xdg_shell, wl_shm, linux-dmabuf,
@@ -27,7 +27,6 @@ mod report;
 mod screen;
 mod screencopy;
 mod state;
-#[cfg(feature = "winit")]
 mod window;
 
 use std::cell::RefCell;
@@ -51,8 +50,8 @@ use state::Nested;
 #[derive(Parser)]
 #[command(about = "fencebridge's reference nested compositor (a window, or headless)")]
 struct Args {
-    /// What draws the output: a winit window with GLES (needs the `winit` feature and a
-    /// display), the headless CPU output, or `auto`: the window when a display is there.
+    /// What draws the output: a winit window with GLES, the headless CPU output, or `auto`:
+    /// the window when a display is there (WAYLAND_DISPLAY or DISPLAY), else headless.
     #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
     backend: BackendChoice,
     /// Run without fencebridge: commits apply at once, whatever their fences (the compositor a
@@ -277,7 +276,6 @@ fn start_backend(
 }
 
 /// Opens the window and inserts its events and its GL fence waiter into the loop.
-#[cfg(feature = "winit")]
 fn open_window(
     args: &Args,
     event_loop: &EventLoop<'static, Nested>,
@@ -300,12 +298,4 @@ fn open_window(
             }
         })?;
     Ok(Backend::Window(Box::new(window)))
-}
-
-#[cfg(not(feature = "winit"))]
-fn open_window(
-    _: &Args,
-    _: &EventLoop<'static, Nested>,
-) -> Result<Backend, Box<dyn std::error::Error>> {
-    Err("the window backend is not built (cargo run --example nested --features winit)".into())
 }

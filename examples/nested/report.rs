@@ -18,6 +18,7 @@ pub struct Spawned {
 
 /// The report.
 pub struct Report {
+    backend: &'static str,
     frames: u64,
     bridge_on: bool,
     clients: Vec<ClientLine>,
@@ -75,6 +76,7 @@ impl Report {
             }
         }
         Report {
+            backend: state.screen.backend.name(),
             frames: state.screen.frames,
             bridge_on: state.bridge_on,
             clients,
@@ -110,13 +112,18 @@ impl Report {
                 v
             })
             .collect();
-        json!({ "bridge": self.bridge_on, "frames": self.frames, "clients": clients })
+        json!({
+            "backend": self.backend,
+            "bridge": self.bridge_on,
+            "frames": self.frames,
+            "clients": clients,
+        })
     }
 }
 
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "frames shown: {}", self.frames)?;
+        writeln!(f, "frames shown: {} ({})", self.frames, self.backend)?;
         for c in &self.clients {
             let pid = c.pid.map_or("?".to_owned(), |p| p.to_string());
             write!(f, "client pid {pid}")?;

@@ -25,7 +25,6 @@ use crate::headless::Headless;
 use crate::render::Canvas;
 use crate::screencopy;
 use crate::state::Nested;
-#[cfg(feature = "winit")]
 use crate::window::Window;
 
 /// The background, so that an empty output is not black like an unrendered buffer.
@@ -36,16 +35,22 @@ pub enum Backend {
     /// An offscreen output, drawn on the CPU by a software GPU with real read fences.
     Headless(Headless),
     /// A winit window, drawn with smithay's GLES renderer.
-    #[cfg(feature = "winit")]
     Window(Box<Window>),
 }
 
 impl Backend {
+    /// `--backend`'s name for it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Backend::Headless(_) => "headless",
+            Backend::Window(_) => "winit",
+        }
+    }
+
     /// The output's size where the backend decides it (a window's).
     pub fn size(&self) -> Option<(u32, u32)> {
         match self {
             Backend::Headless(_) => None,
-            #[cfg(feature = "winit")]
             Backend::Window(window) => Some(window.size()),
         }
     }
@@ -54,7 +59,6 @@ impl Backend {
     pub fn dmabuf_formats(&mut self) -> Vec<Format> {
         match self {
             Backend::Headless(_) => crate::headless::dmabuf_formats(),
-            #[cfg(feature = "winit")]
             Backend::Window(window) => window.dmabuf_formats(),
         }
     }
@@ -64,7 +68,6 @@ impl Backend {
     pub fn main_device(&mut self) -> Option<u64> {
         match self {
             Backend::Headless(_) => crate::headless::main_device(),
-            #[cfg(feature = "winit")]
             Backend::Window(window) => window.main_device(),
         }
     }
@@ -73,7 +76,6 @@ impl Backend {
     pub fn import_dmabuf(&mut self, dmabuf: &Dmabuf) -> Result<(), String> {
         match self {
             Backend::Headless(_) => crate::headless::check_dmabuf(dmabuf),
-            #[cfg(feature = "winit")]
             Backend::Window(window) => window.import_dmabuf(dmabuf),
         }
     }
@@ -128,7 +130,6 @@ impl Screen {
     }
 
     /// The output took a new size (a window was resized).
-    #[cfg(feature = "winit")]
     pub fn resized(&mut self, width: u32, height: u32) {
         let mode = smithay::output::Mode {
             size: (width as i32, height as i32).into(),
@@ -166,7 +167,6 @@ pub fn start_frame(state: &mut Nested, elapsed: Duration) {
     let screen = &state.screen;
     let ready = match &screen.backend {
         Backend::Headless(headless) => !headless.frame_in_flight(),
-        #[cfg(feature = "winit")]
         Backend::Window(_) => true,
     };
     let wanted = screen.dirty || !screen.captures.is_empty();
@@ -178,7 +178,6 @@ pub fn start_frame(state: &mut Nested, elapsed: Duration) {
     let screen = &mut state.screen;
     let read_fence = match &mut screen.backend {
         Backend::Headless(headless) => headless.draw(&surfaces, screen.canvas.clone()),
-        #[cfg(feature = "winit")]
         Backend::Window(window) => {
             let read_back = screen.keep_canvas || !screen.captures.is_empty();
             match window.draw(&surfaces, read_back.then_some(&mut screen.canvas)) {
@@ -198,7 +197,6 @@ pub fn start_frame(state: &mut Nested, elapsed: Duration) {
     match &mut state.screen.backend {
         // Its frame is shown (and its unfenced reads end) when the software GPU is done.
         Backend::Headless(headless) => headless.reads_end_with_frame(unfenced),
-        #[cfg(feature = "winit")]
         Backend::Window(window) => {
             // The swap is done: the frame is shown; its reads end with the GL fence.
             let now = window.reads_end_with_fence(unfenced);
@@ -273,7 +271,6 @@ pub fn frame_shown(state: &mut Nested) {
 pub fn capture(state: &mut Nested, frame: &ZwlrScreencopyFrameV1, buffer: WlBuffer) {
     let now = match &state.screen.backend {
         Backend::Headless(headless) => !headless.frame_in_flight(),
-        #[cfg(feature = "winit")]
         Backend::Window(_) => false,
     };
     if now {

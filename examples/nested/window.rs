@@ -1,4 +1,4 @@
-//! The window backend (feature `winit`): the output is a winit window on the desktop's own
+//! The window backend: the output is a winit window on the desktop's own
 //! display server, drawn with smithay's GLES renderer and `OutputDamageTracker`, as anvil and
 //! niri draw their winit outputs.
 //!
@@ -64,15 +64,17 @@ impl Window {
             .with_title("fencebridge nested")
             .with_inner_size(PhysicalSize::new(width, height))
             .with_visible(true);
-        let (backend, events) = winit::init_from_attributes::<GlesRenderer>(attributes)?;
+        let (backend, events) = winit::init_from_attributes::<GlesRenderer>(attributes)
+            .map_err(|e| with_sources(&e))?;
         let (waiter, fences) = mpsc::channel::<(SyncPoint, Vec<WlSurface>)>();
         let (done, reads_done) = channel::channel();
         thread::Builder::new()
             .name("gl-fence-waiter".to_owned())
             .spawn(move || {
                 for (sync, surfaces) in fences {
-                    // `Interrupted` says nothing about the fence: ask again.
-                    while sync.wait().is_err() {}
+                    // `Interrupted` says nothing about the fence: ask again, a few times (a
+                    // lost context fails every wait, and its frame is gone anyway).
+                    let _ = (0..8).find(|_| sync.wait().is_ok());
                     if done.send(surfaces).is_err() {
                         break;
                     }
@@ -222,6 +224,18 @@ fn damage_tracker(size: Size<i32, Physical>) -> OutputDamageTracker {
     OutputDamageTracker::new(size, 1.0, Transform::Flipped180)
 }
 
+/// An error with its causes (winit's own message says little: "Failed to initialize an event
+/// loop"; its cause says which display could not be opened).
+fn with_sources(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text += &format!(": {cause}");
+        source = cause.source();
+    }
+    text
+}
+
 /// `0xAARRGGBB` as GL's colour.
 fn rgba(argb: u32) -> [f32; 4] {
     let channel = |shift: u32| ((argb >> shift) & 0xff) as f32 / 255.0;
@@ -240,10 +254,10 @@ pub fn handle_event(state: &mut Nested, event: WinitEvent) -> bool {
                 window.damage = damage_tracker(size);
             }
         }
-        WinitEvent::Redraw | WinitEvent::Focus(_) => state.screen.dirty = true,
+        WinitEvent::Redraw => state.screen.dirty = true,
         WinitEvent::CloseRequested => return false,
         // Input is not what this compositor shows.
-        WinitEvent::Input(_) => {}
+        WinitEvent::Focus(_) | WinitEvent::Input(_) => {}
     }
     true
 }

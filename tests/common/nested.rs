@@ -1,0 +1,134 @@
+//! Running the reference compositor (`examples/nested`) as a user would, and reading what it
+//! says: its report (`--report-json`), its clients' result lines (they share its stdout) and
+//! its last frame (`--png`). Shared by the kernel suite's end-to-end tests (headless, in the
+//! VM) and the window backend's test (`tests/window.rs`, under Xvfb on the host).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use serde_json::Value;
+
+/// A program built from this workspace: the examples live next to the binaries.
+pub fn built(name: &str) -> PathBuf {
+    let bin_dir = Path::new(env!("CARGO_BIN_EXE_fencebridge"))
+        .parent()
+        .expect("the binary lives in a directory")
+        .to_owned();
+    let path = match name {
+        "fencebridge" => bin_dir.join(name),
+        _ => bin_dir.join("examples").join(name),
+    };
+    assert!(
+        path.exists(),
+        "{} is not built: `cargo build --examples --all-features` (cargo xtask test does it)",
+        path.display()
+    );
+    path
+}
+
+/// A fresh scratch directory for one test.
+pub fn scratch(test: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("fencebridge-{test}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// One run of the compositor.
+pub struct Run {
+    /// Its stdout and its clients' (they inherit it).
+    pub stdout: String,
+    /// `--report-json`.
+    pub report: Value,
+    /// The last frame (`--png`).
+    pub png: PathBuf,
+    /// A directory for this run's files (the clients may write there too).
+    pub dir: PathBuf,
+}
+
+/// Runs `nested` — `command` starts it, possibly through a wrapper such as `xvfb-run` — with
+/// `ARGS --client C...` in `dir` until its clients are done (or `seconds` pass).
+pub fn run(
+    mut command: Command,
+    dir: &Path,
+    seconds: u32,
+    args: &[&str],
+    clients: &[String],
+) -> Run {
+    let png = dir.join("output.png");
+    let json = dir.join("report.json");
+    command
+        .current_dir(dir)
+        .args(["--seconds", &seconds.to_string()])
+        .arg("--png")
+        .arg(&png)
+        .arg("--report-json")
+        .arg(&json)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    for client in clients {
+        command.args(["--client", client]);
+    }
+    let started = Instant::now();
+    let output = command.output().expect("nested runs");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "nested failed ({}) after {:.1?}:\n{stdout}",
+        output.status,
+        started.elapsed()
+    );
+    eprintln!("nested ran {:.1?}:\n{stdout}", started.elapsed());
+    let report = serde_json::from_slice(&std::fs::read(&json).expect("nested wrote its report"))
+        .expect("the report is JSON");
+    Run {
+        stdout,
+        report,
+        png,
+        dir: dir.to_owned(),
+    }
+}
+
+impl Run {
+    /// The report of the client whose command starts with `program` (its basename is enough).
+    pub fn client(&self, program: &str) -> &Value {
+        self.report["clients"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| {
+                c["command"]
+                    .as_str()
+                    .and_then(|cmd| cmd.split_whitespace().next())
+                    .is_some_and(|p| p.ends_with(program))
+            })
+            .unwrap_or_else(|| panic!("no client {program} in the report:\n{}", self.stdout))
+    }
+
+    /// The result line `fbclient MODE: key=value ...` of the test client run in `mode`.
+    pub fn fbclient(&self, mode: &str) -> BTreeMap<String, String> {
+        let prefix = format!("fbclient {mode}:");
+        let line = self
+            .stdout
+            .lines()
+            .find(|l| l.starts_with(&prefix))
+            .unwrap_or_else(|| panic!("no `{prefix}` line:\n{}", self.stdout));
+        line[prefix.len()..]
+            .split_whitespace()
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect()
+    }
+}
+
+/// A number from a result line.
+pub fn count(result: &BTreeMap<String, String>, key: &str) -> u64 {
+    result
+        .get(key)
+        .unwrap_or_else(|| panic!("no {key} in {result:?}"))
+        .parse()
+        .unwrap_or_else(|e| panic!("{key} in {result:?}: {e}"))
+}
