@@ -176,17 +176,20 @@ pub fn start_frame(state: &mut Nested, elapsed: Duration) {
     state.screen.dirty = false;
     let surfaces = frame_surfaces(state);
     let screen = &mut state.screen;
+    // A window frame that failed still answers its clients (nothing reads their buffers);
+    // captures wait for the next one.
+    let mut failed = false;
     let read_fence = match &mut screen.backend {
         Backend::Headless(headless) => headless.draw(&surfaces, screen.canvas.clone()),
         Backend::Window(window) => {
             let read_back = screen.keep_canvas || !screen.captures.is_empty();
-            match window.draw(&surfaces, read_back.then_some(&mut screen.canvas)) {
-                Ok(fence) => fence,
-                Err(e) => {
+            window
+                .draw(&surfaces, read_back.then_some(&mut screen.canvas))
+                .unwrap_or_else(|e| {
                     tracing::warn!("nested: the window's frame failed: {e}");
-                    return;
-                }
-            }
+                    failed = true;
+                    None
+                })
         }
     };
     let drawn: Vec<WlSurface> = surfaces.into_iter().map(|(surface, _)| surface).collect();
@@ -201,7 +204,9 @@ pub fn start_frame(state: &mut Nested, elapsed: Duration) {
             // The swap is done: the frame is shown; its reads end with the GL fence.
             let now = window.reads_end_with_fence(unfenced);
             reads_done(state, &now);
-            frame_shown(state);
+            if !failed {
+                frame_shown(state);
+            }
         }
     }
 }
