@@ -137,17 +137,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut dh = display.handle();
     let mut flush = display.handle();
     let backend = start_backend(&args, &event_loop)?;
-    let windowed = !matches!(backend, Backend::Headless(_));
+    let windowed = matches!(backend, Backend::Window(_));
     let size = backend.size().unwrap_or(args.size);
     let mut state = Nested::new(&dh, event_loop.handle(), !args.no_bridge, backend, size);
     state.screen.keep_canvas = args.png.is_some();
     let (width, height) = state.screen.size();
-    let drawn_by = if windowed {
-        "a window (GLES)"
-    } else {
-        "headless (CPU)"
-    };
-    eprintln!("nested: {width}x{height} output, {drawn_by}");
+    let backend = state.screen.backend.name();
+    eprintln!("nested: {width}x{height} output, backend {backend}");
     if state.bridge_on {
         let paths = state.bridge.capabilities().paths().join("; ");
         eprintln!("nested: fencebridge on; {paths}");

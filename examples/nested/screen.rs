@@ -135,8 +135,14 @@ impl Screen {
             size: (width as i32, height as i32).into(),
             refresh: 60_000,
         };
+        let old = self.output.current_mode();
         self.output
             .change_current_state(Some(mode), None, None, None);
+        // The window's old size is no mode it can take again: a resize drag would otherwise
+        // pile up modes that every wl_output bind lists.
+        if let Some(old) = old.filter(|old| *old != mode) {
+            self.output.delete_mode(old);
+        }
         self.output.set_preferred(mode);
         self.canvas = Canvas::new(width, height);
         self.canvas.clear(BACKGROUND);
