@@ -1,21 +1,18 @@
 //! `fencebridge`: the command-line tool. `fencebridge probe` tells what this machine supports
 //! and which path the bridge would take; `fencebridge v4l2` checks a V4L2 capture device the
 //! way a compositor sees its frames, and with `--show` presents them on a Wayland compositor
-//! (`show.rs`, over the client plumbing in `wlclient.rs`).
+//! (`show.rs`, over the client plumbing in `fencebridge_cli::wlclient`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+mod json;
 mod show;
-// Shared with the test clients (examples/clients), which use parts this tool does not.
-#[allow(dead_code)]
-mod wlclient;
 
 use clap::{Parser, Subcommand};
-use fencebridge::caps::{Capabilities, PointWaitPath, Support};
-use fencebridge::v4l2::{self, CheckOptions, FourCc, ImportOutcome, Progress, Report};
-use serde_json::json;
+use fencebridge::caps::Capabilities;
+use fencebridge_cli::v4l2::{self, CheckOptions, FourCc, Progress};
 use show::ShowOptions;
 
 #[derive(Parser)]
@@ -177,11 +174,7 @@ fn check_v4l2(
         }
     }
     if as_json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&report_json(&report))
-                .expect("a JSON value always serialises")
-        );
+        json::print(&json::ReportJson::from(&report));
     } else {
         print!("{report}");
     }
@@ -191,124 +184,13 @@ fn check_v4l2(
         ExitCode::SUCCESS
     }
 }
+
 fn fail(as_json: bool, kind: &str, message: &str) -> ExitCode {
     if as_json {
-        let error = json!({ "error": { "kind": kind, "message": message } });
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&error).expect("a JSON value always serialises")
-        );
+        json::print(&json::ErrorJson::new(kind, message));
     }
     eprintln!("fencebridge v4l2: error: {message}");
     ExitCode::from(EXIT_ERROR)
-}
-
-fn report_json(report: &Report) -> serde_json::Value {
-    let o = &report.observations;
-    let d = &report.device;
-    let f = &report.format;
-    let tally = |t: &v4l2::FenceTally| json!({ "exports": t.total(), "stub": t.no_fence, "signalled": t.signalled, "pending": t.pending });
-    let import = match &o.import {
-        ImportOutcome::Ignored {
-            buffer,
-            after,
-            fence_was_visible,
-        } => json!({
-            "outcome": "ignored", "buffer": buffer, "after_ms": after.as_millis() as u64,
-            "fence_was_visible": fence_was_visible,
-        }),
-        ImportOutcome::Honoured { buffer, waited } => json!({
-            "outcome": "honoured", "buffer": buffer, "waited_ms": waited.as_millis() as u64,
-        }),
-        ImportOutcome::NotRun(why) => json!({ "outcome": "not-run", "why": why }),
-        ImportOutcome::Inconclusive(why) => json!({ "outcome": "inconclusive", "why": why }),
-    };
-    let colour_planes: Option<Vec<_>> = f.colour_planes().map(|planes| {
-        planes
-            .iter()
-            .map(|p| json!({ "memory_plane": p.memory_plane, "offset": p.offset, "stride": p.stride }))
-            .collect()
-    });
-    let verdict = match report.verdict() {
-        v4l2::Verdict::Fencing => "fencing",
-        v4l2::Verdict::NonFencingIgnoresFences => "non-fencing-ignores-fences",
-        v4l2::Verdict::NonFencingHonoursFences => "non-fencing-honours-fences",
-        v4l2::Verdict::NonFencingUnverified => "non-fencing-unverified",
-    };
-    let class = match report.bridge.class {
-        fencebridge::bridge::producer_class::ProducerClass::Unknown => "unknown",
-        fencebridge::bridge::producer_class::ProducerClass::Fencing => "fencing",
-        fencebridge::bridge::producer_class::ProducerClass::NonFencing => "non-fencing",
-    };
-    json!({
-        "device": {
-            "path": d.path, "driver": d.driver, "card": d.card, "bus_info": d.bus_info,
-            "caps": d.caps,
-            "queues": d.queues.iter().map(|q| q.name()).collect::<Vec<_>>(),
-        },
-        "offered": report.offered.iter().map(|(q, formats)| json!({
-            "queue": q.name(),
-            "formats": formats.iter().map(|f| f.fourcc.to_string()).collect::<Vec<_>>(),
-        })).collect::<Vec<_>>(),
-        "format": {
-            "fourcc": f.fourcc.to_string(), "width": f.width, "height": f.height,
-            "queue": f.queue.name(),
-            "memory_planes": f.planes.iter().map(|p| json!({
-                "bytesperline": p.bytesperline, "sizeimage": p.sizeimage,
-            })).collect::<Vec<_>>(),
-            "drm_fourcc": f.drm_fourcc().map(|c| c.to_string()),
-            "colour_planes": colour_planes,
-        },
-        "buffers": o.layout.iter().map(|b| json!({
-            "index": b.index,
-            "distinct_dmabufs": b.distinct_dmabufs,
-            "planes": b.planes.iter().map(|p| json!({
-                "length": p.length, "mem_offset": p.mem_offset, "inode": p.inode,
-            })).collect::<Vec<_>>(),
-        })).collect::<Vec<_>>(),
-        "buffer_caps": o.buffer_caps,
-        "frames": o.frames,
-        "error_frames": o.error_frames,
-        "dropped": o.dropped,
-        "elapsed_ms": o.elapsed.as_millis() as u64,
-        "fences": {
-            "fresh": tally(&o.fresh),
-            "queued": tally(&o.queued),
-            "queued_poll_ready": o.queued_poll_ready,
-            "dequeued": tally(&o.dequeued),
-            "imported": import,
-        },
-        "bridge": {
-            "class": class,
-            "became_non_fencing_at_commit": report.bridge.became_non_fencing.as_ref().map(|(n, _)| n),
-            "release_when_reads_done": report.bridge.release_when_reads_done,
-            "release_when_replaced": report.bridge.release_when_replaced,
-            "acquire_wait": report.bridge.acquire_wait,
-            "last_plan": report.bridge.last_plan.map(|p| format!("{p:?}")),
-        },
-        "findings": report.findings.iter().map(|f| json!({
-            "id": f.id, "severity": f.severity.tag(), "summary": f.summary,
-            "detail": f.detail, "advice": f.advice,
-        })).collect::<Vec<_>>(),
-        "verdict": verdict,
-        "would_corrupt_without_bridge": report.would_corrupt_without_bridge(),
-        "show": report.show.as_ref().map(|s| json!({
-            "compositor": s.compositor,
-            "syncobj": s.syncobj,
-            "syncobj_note": s.syncobj_note,
-            "presented": s.presented,
-            "shown": s.shown,
-            "releases": s.releases,
-            "early_releases": s.early_releases,
-            "reads_seen": s.reads_seen,
-            "first_early": s.first_early.map(|(buffer, frame)| json!({ "buffer": buffer, "frame": frame })),
-            "release_events_before_point": s.release_events_before_point,
-            "held_at_end": s.held_at_end,
-            "elapsed_ms": s.elapsed.as_millis() as u64,
-            "verdict": v4l2::show::verdict(s),
-            "tears": s.tears(),
-        })),
-    })
 }
 
 fn probe(as_json: bool) {
@@ -317,38 +199,5 @@ fn probe(as_json: bool) {
         print!("{caps}");
         return;
     }
-    let support = |s: &Support| json!({ "supported": s.is_yes(), "reason": s.reason() });
-    let nodes: Vec<_> = caps
-        .nodes
-        .iter()
-        .map(|n| {
-            json!({
-                "path": n.path,
-                "driver": n.driver.as_ref().ok(),
-                "error": n.driver.as_ref().err(),
-                "syncobj": n.syncobj,
-                "timeline": n.timeline,
-                "eventfd": n.eventfd,
-            })
-        })
-        .collect();
-    let point_wait = match caps.point_wait {
-        PointWaitPath::Eventfd => "eventfd",
-        PointWaitPath::WaiterThread => "waiter-thread",
-        PointWaitPath::Unavailable => "unavailable",
-    };
-    let report = json!({
-        "dmabuf_export": support(&caps.dmabuf_export),
-        "dmabuf_import": support(&caps.dmabuf_import),
-        "stub_detection": support(&caps.stub_detection),
-        "drm_nodes": nodes,
-        "syncobj_device": caps.syncobj_device,
-        "point_wait": point_wait,
-        "syncobj_global": caps.syncobj_global(),
-        "paths": caps.paths(),
-    });
-    println!(
-        "{}",
-        serde_json::to_string_pretty(&report).expect("a JSON value always serialises")
-    );
+    json::print(&json::ProbeJson::from(&caps));
 }

@@ -74,6 +74,7 @@ pub fn run(workspace: &Path) -> Result<ExitCode> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     cmd::run(Command::new(cargo).current_dir(workspace).args([
         "build",
+        "--workspace",
         "--examples",
         "--bins",
         "--all-features",

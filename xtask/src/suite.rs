@@ -128,8 +128,19 @@ fn fetch_kernels(suites: &[&Suite]) -> Vec<(String, Result<Kernel>)> {
 const LINTS: [&str; 3] = [
     "fmt --all -- --check",
     "clippy --workspace --all-targets --all-features -- -D warnings",
-    // The kernel tests are not a default test target, so --all-targets skips them.
-    "clippy --test kernel --all-features -- -D warnings",
+    // The kernel tests (the library's and the CLI's) are not default test targets, so
+    // --all-targets skips them.
+    "clippy --workspace --test kernel --all-features -- -D warnings",
+];
+
+/// Builds what the end-to-end and window tests run: the `fencebridge` binary (the CLI package),
+/// the reference compositor and the test clients (examples of the library and of the CLI).
+const BUILD_PROGRAMS: [&str; 5] = [
+    "build",
+    "--workspace",
+    "--bins",
+    "--examples",
+    "--all-features",
 ];
 
 fn lint(cargo: &Cargo, report: &mut Report) {
@@ -145,7 +156,7 @@ fn lint(cargo: &Cargo, report: &mut Report) {
 fn host_tests(cargo: &Cargo) -> Verdict {
     let run = || -> Result<Verdict> {
         // The window backend's test runs the reference compositor and its test client.
-        cmd::run(&mut cargo.command(&["build", "--examples", "--all-features"]))?;
+        cmd::run(&mut cargo.command(&BUILD_PROGRAMS))?;
         let mut cargo_test = cargo.command(&["test", "--workspace", "--all-features"]);
         let mut child = cargo_test
             .stdout(Stdio::piped())
@@ -174,10 +185,10 @@ fn vm_tests(
             let verdict = match (&suite, kernel) {
                 (Err(_), _) => Verdict::DidNotRun("the kernel tests did not build".to_owned()),
                 (_, Err(err)) => Verdict::DidNotRun(format!("{err:#}")),
-                (Ok(exe), Ok(kernel)) => {
+                (Ok(exes), Ok(kernel)) => {
                     step(&format!("kernel tests on {label}"));
                     let log = workspace.join(format!("target/xtask/vm-{label}.log"));
-                    kernel_tests(&kernel, exe, workspace, log)
+                    kernel_tests(&kernel, exes, workspace, log)
                         .unwrap_or_else(|err| Verdict::DidNotRun(format!("{err:#}")))
                 }
             };
@@ -186,25 +197,28 @@ fn vm_tests(
         .collect()
 }
 
-/// Builds the kernel tests (and the `fencebridge` binary and the examples they run) and returns
-/// the test executable.
-fn kernel_suite(cargo: &Cargo) -> Result<PathBuf> {
-    // The end-to-end tests run the reference compositor and the test clients.
-    cmd::run(&mut cargo.command(&["build", "--examples", "--all-features"]))?;
+/// Builds the kernel tests of every package that has them (the library's and the CLI's), and
+/// the `fencebridge` binary and the examples they run, and returns the test executables.
+fn kernel_suite(cargo: &Cargo) -> Result<Vec<PathBuf>> {
+    // The end-to-end tests run the reference compositor, the test clients and the CLI.
+    cmd::run(&mut cargo.command(&BUILD_PROGRAMS))?;
     // json-render-diagnostics: cargo's messages on stdout, compiler errors readable on stderr
     let messages = cmd::output(&mut cargo.command(&[
         "test",
+        "--workspace",
         "--test",
         "kernel",
         "--all-features",
         "--no-run",
         "--message-format=json-render-diagnostics",
     ]))?;
-    test_executable(&messages, "kernel")
+    test_executables(&messages, "kernel")
 }
 
-/// The executable of the test target `target` in cargo's JSON messages.
-fn test_executable(messages: &str, target: &str) -> Result<PathBuf> {
+/// The executables of the test targets named `target` (one per package) in cargo's JSON
+/// messages.
+fn test_executables(messages: &str, target: &str) -> Result<Vec<PathBuf>> {
+    let mut exes = Vec::new();
     for line in messages.lines() {
         let Ok(message) = serde_json::from_str::<serde_json::Value>(line) else {
             continue;
@@ -214,17 +228,41 @@ fn test_executable(messages: &str, target: &str) -> Result<PathBuf> {
             && message["profile"]["test"] == true
         {
             if let Some(exe) = message["executable"].as_str() {
-                return Ok(PathBuf::from(exe));
+                exes.push(PathBuf::from(exe));
             }
         }
     }
-    bail!("cargo built no test executable for `{target}`")
+    if exes.is_empty() {
+        bail!("cargo built no test executable for `{target}`")
+    }
+    Ok(exes)
 }
 
-/// Boots `kernel` and runs the kernel tests in it, one at a time (they share the devices).
-fn kernel_tests(kernel: &Kernel, exe: &Path, workspace: &Path, log: PathBuf) -> Result<Verdict> {
-    let mut run = VmRun::new(exe)?;
-    run.args = vec!["--test-threads=1".to_owned()];
+/// Runs each test executable in turn, one test at a time (they share the devices), and exits
+/// non-zero if any failed: a `sh -c` script for the guest, so that all run in one boot.
+const RUN_ALL: &str = "status=0
+for exe; do
+  echo \"running $exe\"
+  \"$exe\" --test-threads=1 || status=1
+done
+exit $status";
+
+/// Boots `kernel` and runs all the kernel tests in it.
+fn kernel_tests(
+    kernel: &Kernel,
+    exes: &[PathBuf],
+    workspace: &Path,
+    log: PathBuf,
+) -> Result<Verdict> {
+    let mut run = VmRun::new("sh")?;
+    run.args = ["-c", RUN_ALL, "sh"].map(str::to_owned).to_vec();
+    for exe in exes {
+        run.args.push(
+            exe.to_str()
+                .with_context(|| format!("not UTF-8: {}", exe.display()))?
+                .to_owned(),
+        );
+    }
     run.cwd = workspace.to_owned();
     run.env.insert("FENCEBRIDGE_VM".to_owned(), "1".to_owned());
     run.env.insert("RUST_BACKTRACE".to_owned(), "1".to_owned());
@@ -521,14 +559,34 @@ mod tests {
     }
 
     #[test]
-    fn the_test_executable_is_found_in_cargo_messages() {
+    fn every_package_s_kernel_tests_are_found_in_cargo_messages() {
         let messages = r#"{"reason":"compiler-artifact","target":{"name":"fencebridge"},"profile":{"test":false},"executable":"/t/debug/fencebridge"}
 {"reason":"compiler-artifact","target":{"name":"kernel"},"profile":{"test":true},"executable":"/t/debug/deps/kernel-0123"}
+{"reason":"compiler-artifact","target":{"name":"kernel"},"profile":{"test":true},"executable":"/t/debug/deps/kernel-4567"}
 {"reason":"build-finished","success":true}"#;
         assert_eq!(
-            test_executable(messages, "kernel").unwrap(),
-            Path::new("/t/debug/deps/kernel-0123")
+            test_executables(messages, "kernel").unwrap(),
+            [
+                Path::new("/t/debug/deps/kernel-0123"),
+                Path::new("/t/debug/deps/kernel-4567")
+            ]
         );
-        assert!(test_executable(messages, "other").is_err());
+        assert!(test_executables(messages, "other").is_err());
+    }
+
+    #[test]
+    fn all_kernel_test_executables_run_and_any_failure_fails_the_boot() {
+        let run = |exes: &[&str]| {
+            Command::new("sh")
+                .args(["-c", RUN_ALL, "sh"])
+                .args(exes)
+                .output()
+                .unwrap()
+        };
+        let all = run(&["true", "false", "true"]);
+        let out = String::from_utf8(all.stdout).unwrap();
+        assert_eq!(out, "running true\nrunning false\nrunning true\n");
+        assert!(!all.status.success());
+        assert!(run(&["true", "true"]).status.success());
     }
 }
