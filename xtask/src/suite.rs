@@ -173,7 +173,7 @@ fn vm_tests(
     cargo: &Cargo,
     workspace: &Path,
     kernels: Vec<(String, Result<Kernel>)>,
-) -> Vec<(String, Verdict)> {
+) -> Vec<(String, KernelRun)> {
     step("building the kernel tests");
     let suite = kernel_suite(cargo);
     if let Err(err) = &suite {
@@ -182,17 +182,17 @@ fn vm_tests(
     kernels
         .into_iter()
         .map(|(label, kernel)| {
-            let verdict = match (&suite, kernel) {
-                (Err(_), _) => Verdict::DidNotRun("the kernel tests did not build".to_owned()),
-                (_, Err(err)) => Verdict::DidNotRun(format!("{err:#}")),
+            let run = match (&suite, kernel) {
+                (Err(_), _) => KernelRun::did_not_run("the kernel tests did not build".to_owned()),
+                (_, Err(err)) => KernelRun::did_not_run(format!("{err:#}")),
                 (Ok(exes), Ok(kernel)) => {
                     step(&format!("kernel tests on {label}"));
                     let log = workspace.join(format!("target/xtask/vm-{label}.log"));
                     kernel_tests(&kernel, exes, workspace, log)
-                        .unwrap_or_else(|err| Verdict::DidNotRun(format!("{err:#}")))
+                        .unwrap_or_else(|err| KernelRun::did_not_run(format!("{err:#}")))
                 }
             };
-            (label, verdict)
+            (label, run)
         })
         .collect()
 }
@@ -247,13 +247,36 @@ for exe; do
 done
 exit $status";
 
+/// What one kernel's boot came to.
+#[derive(Debug, PartialEq, Eq)]
+struct KernelRun {
+    verdict: Verdict,
+    /// Empty, or why the first boot was discarded ([`vm::VmOutcome::reboot_note`]).
+    reboot_note: String,
+}
+
+impl KernelRun {
+    fn did_not_run(why: String) -> Self {
+        Self {
+            verdict: Verdict::DidNotRun(why),
+            reboot_note: String::new(),
+        }
+    }
+}
+
+impl fmt::Display for KernelRun {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "{}{}", self.verdict, self.reboot_note)
+    }
+}
+
 /// Boots `kernel` and runs all the kernel tests in it.
 fn kernel_tests(
     kernel: &Kernel,
     exes: &[PathBuf],
     workspace: &Path,
     log: PathBuf,
-) -> Result<Verdict> {
+) -> Result<KernelRun> {
     let mut run = VmRun::new("sh")?;
     run.args = ["-c", RUN_ALL, "sh"].map(str::to_owned).to_vec();
     for exe in exes {
@@ -279,13 +302,17 @@ fn kernel_tests(
         outcome.elapsed.as_secs_f64(),
         log.display()
     );
-    Ok(match outcome.end {
+    let verdict = match outcome.end {
         VmEnd::Exited(status) => Verdict::of(&outcome.log, status == 0),
         VmEnd::TimedOut => Verdict::DidNotRun(format!(
             "the VM timed out after {} s",
             run.timeout.as_secs()
         )),
         VmEnd::NoMarker => Verdict::DidNotRun("the VM stopped before the tests ended".to_owned()),
+    };
+    Ok(KernelRun {
+        verdict,
+        reboot_note: outcome.reboot_note(),
     })
 }
 
@@ -434,7 +461,7 @@ fn strip_ansi(line: &str) -> String {
 struct Report {
     /// Steps that failed outright, with why.
     failed_steps: Vec<(String, String)>,
-    kernels: Vec<(String, Verdict)>,
+    kernels: Vec<(String, KernelRun)>,
     host: Option<Verdict>,
 }
 
@@ -448,7 +475,10 @@ impl Report {
     }
 
     fn verdicts(&self) -> impl Iterator<Item = &Verdict> {
-        self.kernels.iter().map(|(_, v)| v).chain(&self.host)
+        self.kernels
+            .iter()
+            .map(|(_, run)| &run.verdict)
+            .chain(&self.host)
     }
 
     fn total(&self) -> Counts {
@@ -468,8 +498,8 @@ impl Report {
 
     fn print(&self) {
         println!();
-        for (label, verdict) in &self.kernels {
-            if let Verdict::Ran { skips, .. } = verdict {
+        for (label, run) in &self.kernels {
+            if let Verdict::Ran { skips, .. } = &run.verdict {
                 for (test, reason) in skips {
                     println!("skipped on {label}: {test}: {reason}");
                 }
@@ -478,8 +508,8 @@ impl Report {
         for (step, why) in &self.failed_steps {
             println!("step failed: {step}: {why}");
         }
-        for (label, verdict) in &self.kernels {
-            println!("kernel {label}: {verdict}");
+        for (label, run) in &self.kernels {
+            println!("kernel {label}: {run}");
         }
         if let Some(host) = &self.host {
             println!("host: {host}");
@@ -547,7 +577,7 @@ mod tests {
         let mut report = Report::default();
         report.kernels.push((
             "7.2.12+deb13-amd64".to_owned(),
-            Verdict::DidNotRun("the VM timed out after 300 s".to_owned()),
+            KernelRun::did_not_run("the VM timed out after 300 s".to_owned()),
         ));
         report.host = Some(Verdict::of(
             "test result: ok. 20 passed; 0 failed; 0 ignored\n",
@@ -588,5 +618,24 @@ mod tests {
         assert_eq!(out, "running true\nrunning false\nrunning true\n");
         assert!(!all.status.success());
         assert!(run(&["true", "true"]).status.success());
+    }
+
+    #[test]
+    fn a_second_boot_is_said_in_the_kernel_s_summary_line() {
+        let outcome = vm::VmOutcome {
+            end: VmEnd::Exited(0),
+            log: "test result: ok. 2 passed; 0 failed; 0 ignored\n".to_owned(),
+            elapsed: std::time::Duration::from_secs(8),
+            rebooted: Some("the first boot died before the guest started".to_owned()),
+        };
+        let run = KernelRun {
+            verdict: Verdict::of(&outcome.log, true),
+            reboot_note: outcome.reboot_note(),
+        };
+        assert_eq!(
+            run.to_string(),
+            "2 passed, 0 failed, 0 skipped (booted twice: the first boot died before the guest \
+             started)"
+        );
     }
 }
