@@ -327,21 +327,68 @@ impl FenceBridgeState {
 
 /// Implements the linux-drm-syncobj-v1 dispatching for a compositor state type that
 /// implements [`FenceBridgeHandler`](crate::wayland::FenceBridgeHandler).
+///
+/// Takes a plain type, or a generic one in the form smithay's and wayland-server's delegate
+/// macros take (`@<Generics> Type<Generics>`). It expands to wayland-server's own delegate
+/// macros, so it works with smithay 0.7 and with smithay's development branch, where
+/// `delegate_dispatch2!` replaced smithay's per-protocol macros.
+///
+/// # How to use
+/// ```no_run
+/// # use fencebridge::wayland::{FenceBridgeHandler, FenceBridgeState};
+/// # use smithay::reexports::calloop::LoopHandle;
+/// # use smithay::reexports::wayland_server::{protocol::wl_surface::WlSurface, Client};
+/// # use smithay::wayland::compositor::{CompositorClientState, CompositorHandler, CompositorState};
+/// # struct ClientState { compositor: CompositorClientState }
+/// # impl smithay::reexports::wayland_server::backend::ClientData for ClientState {}
+/// /// A compositor state generic over its backend, as anvil's `AnvilState<BackendData>`.
+/// struct State<B> {
+///     backend: B,
+///     bridge: FenceBridgeState,
+///     loop_handle: LoopHandle<'static, State<B>>,
+/// #   compositor: CompositorState,
+/// }
+/// trait Backend {}
+///
+/// impl<B: Backend + 'static> FenceBridgeHandler for State<B> {
+///     fn fencebridge_state(&mut self) -> &mut FenceBridgeState {
+///         &mut self.bridge
+///     }
+///     fn loop_handle(&self) -> LoopHandle<'static, Self> {
+///         self.loop_handle.clone()
+///     }
+/// }
+/// fencebridge::delegate_fencebridge!(@<B: Backend + 'static> State<B>);
+/// # impl<B: Backend + 'static> CompositorHandler for State<B> {
+/// #   fn compositor_state(&mut self) -> &mut CompositorState { &mut self.compositor }
+/// #   fn client_compositor_state<'a>(&self, client: &'a Client) -> &'a CompositorClientState {
+/// #       &client.get_data::<ClientState>().unwrap().compositor
+/// #   }
+/// #   fn commit(&mut self, _: &WlSurface) {}
+/// # }
+///
+/// // The bridge's global dispatches to every `State<B>`:
+/// fn bridge<B: Backend + 'static>(
+///     dh: &smithay::reexports::wayland_server::DisplayHandle,
+/// ) -> FenceBridgeState {
+///     FenceBridgeState::new::<State<B>>(dh, Default::default())
+/// }
+/// ```
 #[macro_export]
 macro_rules! delegate_fencebridge {
-    ($ty: ty) => {
-        $crate::wayland::reexports::wayland_server::delegate_global_dispatch!($ty: [
+    ($(@< $( $lt:tt $( : $clt:tt $(+ $dlt:tt )* )? ),+ >)? $ty: ty) => {
+        $crate::wayland::reexports::wayland_server::delegate_global_dispatch!($(@< $( $lt $( : $clt $(+ $dlt )* )? ),+ >)? $ty: [
             $crate::wayland::reexports::wayland_protocols::wp::linux_drm_syncobj::v1::server::wp_linux_drm_syncobj_manager_v1::WpLinuxDrmSyncobjManagerV1:
                 $crate::wayland::SyncobjGlobalData
         ] => $crate::wayland::FenceBridgeState);
-        $crate::wayland::reexports::wayland_server::delegate_dispatch!($ty: [
+        $crate::wayland::reexports::wayland_server::delegate_dispatch!($(@< $( $lt $( : $clt $(+ $dlt )* )? ),+ >)? $ty: [
             $crate::wayland::reexports::wayland_protocols::wp::linux_drm_syncobj::v1::server::wp_linux_drm_syncobj_manager_v1::WpLinuxDrmSyncobjManagerV1: ()
         ] => $crate::wayland::FenceBridgeState);
-        $crate::wayland::reexports::wayland_server::delegate_dispatch!($ty: [
+        $crate::wayland::reexports::wayland_server::delegate_dispatch!($(@< $( $lt $( : $clt $(+ $dlt )* )? ),+ >)? $ty: [
             $crate::wayland::reexports::wayland_protocols::wp::linux_drm_syncobj::v1::server::wp_linux_drm_syncobj_surface_v1::WpLinuxDrmSyncobjSurfaceV1:
                 $crate::wayland::SyncobjSurfaceData
         ] => $crate::wayland::FenceBridgeState);
-        $crate::wayland::reexports::wayland_server::delegate_dispatch!($ty: [
+        $crate::wayland::reexports::wayland_server::delegate_dispatch!($(@< $( $lt $( : $clt $(+ $dlt )* )? ),+ >)? $ty: [
             $crate::wayland::reexports::wayland_protocols::wp::linux_drm_syncobj::v1::server::wp_linux_drm_syncobj_timeline_v1::WpLinuxDrmSyncobjTimelineV1:
                 $crate::wayland::TimelineData
         ] => $crate::wayland::FenceBridgeState);
