@@ -146,6 +146,12 @@ pub struct Config {
     pub explicit_sync: bool,
     /// How acquire points are waited for (`Auto`: `SYNCOBJ_EVENTFD` where the kernel has it).
     pub point_wait: WaitMethod,
+    /// The DRM node client timelines are imported into: the render node the compositor
+    /// already renders with (`SyncobjDevice::open`, or `SyncobjDevice::from_node` on its own
+    /// fd). `None`: the first node in `/dev/dri` with syncobj timelines. A compositor that
+    /// hands one in keeps the bridge from opening every DRM node, which would wake GPUs it
+    /// does not use.
+    pub syncobj_device: Option<SyncobjDevice>,
 }
 
 impl Default for Config {
@@ -158,6 +164,7 @@ impl Default for Config {
             max_timelines_per_client: 128,
             explicit_sync: true,
             point_wait: WaitMethod::Auto,
+            syncobj_device: None,
         }
     }
 }
@@ -215,18 +222,23 @@ pub(crate) struct ClientBooks {
 impl FenceBridgeState {
     /// Probes the machine and creates the state; advertises linux-drm-syncobj-v1 where a
     /// syncobj timeline device can be waited on (eventfd or the waiter thread) and
-    /// [`Config::explicit_sync`] asks for it.
+    /// [`Config::explicit_sync`] asks for it. With [`Config::syncobj_device`], that device is
+    /// the one, and no other DRM node is opened.
     pub fn new<D>(dh: &DisplayHandle, config: Config) -> Self
     where
         D: GlobalDispatch<WpLinuxDrmSyncobjManagerV1, SyncobjGlobalData> + 'static,
     {
-        let caps = Capabilities::probe();
-        let syncobj = if config.explicit_sync && caps.point_wait != PointWaitPath::Unavailable {
-            SyncobjDevice::find()
+        let caps = match &config.syncobj_device {
+            Some(device) => Capabilities::probe_device(device),
+            None => Capabilities::probe(),
+        };
+        let syncobj = match &config.syncobj_device {
+            _ if !config.explicit_sync => None,
+            Some(device) => Some(device.clone()),
+            None if caps.point_wait == PointWaitPath::Unavailable => None,
+            None => SyncobjDevice::find()
                 .inspect_err(|e| tracing::warn!("fencebridge: no syncobj device: {e}"))
-                .ok()
-        } else {
-            None
+                .ok(),
         };
         let global = syncobj
             .as_ref()

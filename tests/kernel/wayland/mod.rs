@@ -3,6 +3,7 @@
 
 mod harness;
 
+mod device;
 mod explicit;
 mod fuzz;
 mod hostile;
