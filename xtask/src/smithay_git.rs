@@ -128,11 +128,16 @@ pub fn check(workspace: &Path) -> Outcome {
             const LIBRARY: [&str; 2] = ["--no-default-features", "--features=smithay"];
             check(
                 "the library",
-                build(&[&["build", "--lib"], &LIBRARY[..]].concat()),
+                build(&[&["build", "--lib"], &LIBRARY[..]].concat()).map(drop),
             );
             check(
                 "the wayland doc examples",
-                build(&[&["test", "--doc"], &LIBRARY[..], &["--", "wayland"]].concat()),
+                build(&[&["test", "--doc"], &LIBRARY[..], &["--", "wayland"]].concat()).and_then(
+                    |output| match doc_tests_passed(&output) {
+                        0 => bail!("no doc example of the wayland module ran"),
+                        _ => Ok(()),
+                    },
+                ),
             );
             check(
                 "the kernel tests",
@@ -143,7 +148,8 @@ pub fn check(workspace: &Path) -> Outcome {
                         &["--", "--cfg", "smithay_git"],
                     ]
                     .concat(),
-                ),
+                )
+                .map(drop),
             );
         }
         Err(err) => check("the manifest copy", Err(err)),
@@ -302,6 +308,7 @@ fn build_anvil(workspace: &Path, tree: &Path, root: &Path, cargo: &std::ffi::OsS
                 "winit",
             ]),
     )
+    .map(drop)
 }
 
 /// `patch -p1` (or `-R`) in `tree`, the patch on stdin.
@@ -324,16 +331,26 @@ fn run_patch(tree: &Path, patch: &str, reverse: bool) -> Result<()> {
     Ok(())
 }
 
-/// Runs a build and says how long it took.
-fn timed(command: &mut Command) -> Result<()> {
+/// Runs a build, shows and returns its stdout, and says how long it took.
+fn timed(command: &mut Command) -> Result<String> {
     let started = Instant::now();
-    cmd::run(command)?;
+    let output = cmd::output(command)?;
+    print!("{output}");
     println!(
         "`{}` took {:.1} s",
         cmd::display(command),
         started.elapsed().as_secs_f64()
     );
-    Ok(())
+    Ok(output)
+}
+
+/// The doc tests that passed, from libtest's `test result:` line.
+fn doc_tests_passed(output: &str) -> u64 {
+    output
+        .lines()
+        .filter_map(|line| line.strip_prefix("test result: ok. "))
+        .filter_map(|rest| rest.split(' ').next()?.parse::<u64>().ok())
+        .sum()
 }
 
 #[cfg(test)]
@@ -354,6 +371,17 @@ mod tests {
         assert_eq!(
             outcome.to_string(),
             "not checked (../shared/smithay-git absent)"
+        );
+    }
+
+    #[test]
+    fn doc_tests_are_counted_from_libtest_result_lines() {
+        let output = "running 2 tests\ntest src/wayland/mod.rs - wayland (line 32) - compile ... ok\n\
+                      test result: ok. 2 passed; 0 failed; 0 ignored; 0 measured; 16 filtered out\n";
+        assert_eq!(doc_tests_passed(output), 2);
+        assert_eq!(
+            doc_tests_passed("test result: ok. 0 passed; 0 failed;\n"),
+            0
         );
     }
 
