@@ -18,6 +18,7 @@ use drm::DriverCapability;
 
 use crate::device::{DrmNode, DRI_DIR};
 use crate::fence::{dmabuf, Access, StubSignature};
+use crate::timeline::SyncobjDevice;
 use crate::{producer, Error};
 
 /// A yes or a no, with the reason.
@@ -89,11 +90,28 @@ pub struct Capabilities {
 impl Capabilities {
     /// Probes this machine. Cheap (a handful of ioctls), but not free: once at start-up.
     pub fn probe() -> Capabilities {
-        let (dmabuf_export, dmabuf_import, stub_detection) = probe_dmabuf();
-        let nodes: Vec<NodeReport> = DrmNode::list()
+        let nodes = DrmNode::list()
             .iter()
             .map(|n| probe_node(n.path().into()))
             .collect();
+        Self::probe_with_nodes(nodes)
+    }
+
+    /// Probes this machine for a compositor that hands in the syncobj device it uses: that
+    /// node is the only one looked at.
+    pub fn probe_device(device: &SyncobjDevice) -> Capabilities {
+        let node = device.node();
+        Self::probe_with_nodes(vec![NodeReport {
+            path: node.path().to_owned(),
+            driver: Ok(node.driver_name().to_owned()),
+            syncobj: true,
+            timeline: true,
+            eventfd: device.supports_eventfd(),
+        }])
+    }
+
+    fn probe_with_nodes(nodes: Vec<NodeReport>) -> Capabilities {
+        let (dmabuf_export, dmabuf_import, stub_detection) = probe_dmabuf();
         let device = nodes.iter().find(|n| n.timeline);
         let point_wait = match device {
             Some(n) if n.eventfd => PointWaitPath::Eventfd,

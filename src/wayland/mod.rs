@@ -146,6 +146,12 @@ pub struct Config {
     pub explicit_sync: bool,
     /// How acquire points are waited for (`Auto`: `SYNCOBJ_EVENTFD` where the kernel has it).
     pub point_wait: WaitMethod,
+    /// The DRM node client timelines are imported into: the render node the compositor
+    /// already renders with (`SyncobjDevice::open`, or `SyncobjDevice::from_node` on its own
+    /// fd). `None`: the first node in `/dev/dri` with syncobj timelines. A compositor that
+    /// hands one in keeps the bridge from opening every DRM node, which would wake GPUs it
+    /// does not use.
+    pub syncobj_device: Option<SyncobjDevice>,
 }
 
 impl Default for Config {
@@ -158,6 +164,7 @@ impl Default for Config {
             max_timelines_per_client: 128,
             explicit_sync: true,
             point_wait: WaitMethod::Auto,
+            syncobj_device: None,
         }
     }
 }
@@ -215,18 +222,23 @@ pub(crate) struct ClientBooks {
 impl FenceBridgeState {
     /// Probes the machine and creates the state; advertises linux-drm-syncobj-v1 where a
     /// syncobj timeline device can be waited on (eventfd or the waiter thread) and
-    /// [`Config::explicit_sync`] asks for it.
+    /// [`Config::explicit_sync`] asks for it. With [`Config::syncobj_device`], that device is
+    /// the one, and no other DRM node is opened.
     pub fn new<D>(dh: &DisplayHandle, config: Config) -> Self
     where
         D: GlobalDispatch<WpLinuxDrmSyncobjManagerV1, SyncobjGlobalData> + 'static,
     {
-        let caps = Capabilities::probe();
-        let syncobj = if config.explicit_sync && caps.point_wait != PointWaitPath::Unavailable {
-            SyncobjDevice::find()
+        let caps = match &config.syncobj_device {
+            Some(device) => Capabilities::probe_device(device),
+            None => Capabilities::probe(),
+        };
+        let syncobj = match &config.syncobj_device {
+            _ if !config.explicit_sync => None,
+            Some(device) => Some(device.clone()),
+            None if caps.point_wait == PointWaitPath::Unavailable => None,
+            None => SyncobjDevice::find()
                 .inspect_err(|e| tracing::warn!("fencebridge: no syncobj device: {e}"))
-                .ok()
-        } else {
-            None
+                .ok(),
         };
         let global = syncobj
             .as_ref()
@@ -327,21 +339,68 @@ impl FenceBridgeState {
 
 /// Implements the linux-drm-syncobj-v1 dispatching for a compositor state type that
 /// implements [`FenceBridgeHandler`](crate::wayland::FenceBridgeHandler).
+///
+/// Takes a plain type, or a generic one in the form smithay's and wayland-server's delegate
+/// macros take (`@<Generics> Type<Generics>`). It expands to wayland-server's own delegate
+/// macros, so it works with smithay 0.7 and with smithay's development branch, where
+/// `delegate_dispatch2!` replaced smithay's per-protocol macros.
+///
+/// # How to use
+/// ```no_run
+/// # use fencebridge::wayland::{FenceBridgeHandler, FenceBridgeState};
+/// # use smithay::reexports::calloop::LoopHandle;
+/// # use smithay::reexports::wayland_server::{protocol::wl_surface::WlSurface, Client};
+/// # use smithay::wayland::compositor::{CompositorClientState, CompositorHandler, CompositorState};
+/// # struct ClientState { compositor: CompositorClientState }
+/// # impl smithay::reexports::wayland_server::backend::ClientData for ClientState {}
+/// /// A compositor state generic over its backend, as anvil's `AnvilState<BackendData>`.
+/// struct State<B> {
+///     backend: B,
+///     bridge: FenceBridgeState,
+///     loop_handle: LoopHandle<'static, State<B>>,
+/// #   compositor: CompositorState,
+/// }
+/// trait Backend {}
+///
+/// impl<B: Backend + 'static> FenceBridgeHandler for State<B> {
+///     fn fencebridge_state(&mut self) -> &mut FenceBridgeState {
+///         &mut self.bridge
+///     }
+///     fn loop_handle(&self) -> LoopHandle<'static, Self> {
+///         self.loop_handle.clone()
+///     }
+/// }
+/// fencebridge::delegate_fencebridge!(@<B: Backend + 'static> State<B>);
+/// # impl<B: Backend + 'static> CompositorHandler for State<B> {
+/// #   fn compositor_state(&mut self) -> &mut CompositorState { &mut self.compositor }
+/// #   fn client_compositor_state<'a>(&self, client: &'a Client) -> &'a CompositorClientState {
+/// #       &client.get_data::<ClientState>().unwrap().compositor
+/// #   }
+/// #   fn commit(&mut self, _: &WlSurface) {}
+/// # }
+///
+/// // The bridge's global dispatches to every `State<B>`:
+/// fn bridge<B: Backend + 'static>(
+///     dh: &smithay::reexports::wayland_server::DisplayHandle,
+/// ) -> FenceBridgeState {
+///     FenceBridgeState::new::<State<B>>(dh, Default::default())
+/// }
+/// ```
 #[macro_export]
 macro_rules! delegate_fencebridge {
-    ($ty: ty) => {
-        $crate::wayland::reexports::wayland_server::delegate_global_dispatch!($ty: [
+    ($(@< $( $lt:tt $( : $clt:tt $(+ $dlt:tt )* )? ),+ >)? $ty: ty) => {
+        $crate::wayland::reexports::wayland_server::delegate_global_dispatch!($(@< $( $lt $( : $clt $(+ $dlt )* )? ),+ >)? $ty: [
             $crate::wayland::reexports::wayland_protocols::wp::linux_drm_syncobj::v1::server::wp_linux_drm_syncobj_manager_v1::WpLinuxDrmSyncobjManagerV1:
                 $crate::wayland::SyncobjGlobalData
         ] => $crate::wayland::FenceBridgeState);
-        $crate::wayland::reexports::wayland_server::delegate_dispatch!($ty: [
+        $crate::wayland::reexports::wayland_server::delegate_dispatch!($(@< $( $lt $( : $clt $(+ $dlt )* )? ),+ >)? $ty: [
             $crate::wayland::reexports::wayland_protocols::wp::linux_drm_syncobj::v1::server::wp_linux_drm_syncobj_manager_v1::WpLinuxDrmSyncobjManagerV1: ()
         ] => $crate::wayland::FenceBridgeState);
-        $crate::wayland::reexports::wayland_server::delegate_dispatch!($ty: [
+        $crate::wayland::reexports::wayland_server::delegate_dispatch!($(@< $( $lt $( : $clt $(+ $dlt )* )? ),+ >)? $ty: [
             $crate::wayland::reexports::wayland_protocols::wp::linux_drm_syncobj::v1::server::wp_linux_drm_syncobj_surface_v1::WpLinuxDrmSyncobjSurfaceV1:
                 $crate::wayland::SyncobjSurfaceData
         ] => $crate::wayland::FenceBridgeState);
-        $crate::wayland::reexports::wayland_server::delegate_dispatch!($ty: [
+        $crate::wayland::reexports::wayland_server::delegate_dispatch!($(@< $( $lt $( : $clt $(+ $dlt )* )? ),+ >)? $ty: [
             $crate::wayland::reexports::wayland_protocols::wp::linux_drm_syncobj::v1::server::wp_linux_drm_syncobj_timeline_v1::WpLinuxDrmSyncobjTimelineV1:
                 $crate::wayland::TimelineData
         ] => $crate::wayland::FenceBridgeState);

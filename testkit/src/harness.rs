@@ -26,7 +26,6 @@ use smithay::wayland::dmabuf::{
     get_dmabuf, DmabufGlobal, DmabufHandler, DmabufState, ImportNotifier,
 };
 use smithay::wayland::shm::{ShmHandler, ShmState};
-use smithay::{delegate_compositor, delegate_dmabuf, delegate_shm};
 
 use wayland_client::protocol::{
     wl_buffer::WlBuffer as CBuffer, wl_callback, wl_compositor::WlCompositor, wl_registry, wl_shm,
@@ -219,9 +218,16 @@ impl DmabufHandler for Server {
     }
 }
 
-delegate_compositor!(Server);
-delegate_shm!(Server);
-delegate_dmabuf!(Server);
+// smithay 0.7 has a delegate macro per protocol; its development branch one for them all
+// (`--cfg smithay_git`: `cargo xtask test` builds these tests against that branch too).
+#[cfg(not(smithay_git))]
+smithay::delegate_compositor!(Server);
+#[cfg(not(smithay_git))]
+smithay::delegate_shm!(Server);
+#[cfg(not(smithay_git))]
+smithay::delegate_dmabuf!(Server);
+#[cfg(smithay_git)]
+smithay::delegate_dispatch2!(Server);
 
 // ---------------------------------------------------------------- the clients
 

@@ -12,6 +12,7 @@ mod cmd;
 mod demo;
 mod initramfs;
 mod kernels;
+mod smithay_git;
 mod suite;
 mod vm;
 
@@ -51,6 +52,10 @@ enum Task {
     /// strace), wake latency against a bare calloop source and smithay's blocker, and scale to
     /// 10,000 pending surfaces. Writes target/bench/results.{json,md} and prints the table.
     Bench(BenchArgs),
+    /// Build the library, its wayland doc examples, the kernel tests and smithay's anvil with
+    /// fencebridge embedded against smithay's development branch (../shared/smithay-git), as
+    /// `cargo xtask test` does.
+    SmithayGit,
 }
 
 #[derive(Args)]
@@ -121,6 +126,11 @@ fn main() -> ExitCode {
         Task::Test(args) => test(args),
         Task::Vm(args) => run_vm(args),
         Task::Demo => demo::run(workspace()),
+        Task::SmithayGit => {
+            let outcome = smithay_git::check(workspace());
+            println!("smithay development branch: {outcome}");
+            Ok(ExitCode::from(u8::from(outcome.failed())))
+        }
         Task::Bench(args) => bench::run(
             workspace(),
             &bench::Options {

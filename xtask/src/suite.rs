@@ -18,7 +18,7 @@ use anyhow::{anyhow, bail, Context, Result};
 
 use crate::kernels::{self, Fetcher, Kernel, Suite};
 use crate::vm::{self, VmEnd, VmRun};
-use crate::{apt, cmd};
+use crate::{apt, cmd, smithay_git};
 
 /// Written by a kernel test that cannot run on this kernel (`fencebridge-skip: <test>:
 /// <reason>`), straight to stderr so that libtest's capture does not swallow it. libtest
@@ -66,6 +66,8 @@ pub fn run(workspace: &Path, options: &Options) -> Result<bool> {
     if options.host {
         step("host tests");
         report.host = Some(host_tests(&cargo));
+        step("smithay's development branch");
+        report.smithay_git = Some(smithay_git::check(workspace));
     }
     if !kernels.is_empty() {
         report.kernels = vm_tests(&cargo, workspace, kernels);
@@ -463,6 +465,7 @@ struct Report {
     failed_steps: Vec<(String, String)>,
     kernels: Vec<(String, KernelRun)>,
     host: Option<Verdict>,
+    smithay_git: Option<smithay_git::Outcome>,
 }
 
 impl Report {
@@ -482,8 +485,9 @@ impl Report {
     }
 
     fn total(&self) -> Counts {
+        let smithay_git_failed = self.smithay_git.as_ref().is_some_and(|o| o.failed());
         let mut total = Counts {
-            failed: self.failed_steps.len() as u64,
+            failed: self.failed_steps.len() as u64 + u64::from(smithay_git_failed),
             ..Counts::default()
         };
         for verdict in self.verdicts() {
@@ -513,6 +517,9 @@ impl Report {
         }
         if let Some(host) = &self.host {
             println!("host: {host}");
+        }
+        if let Some(outcome) = &self.smithay_git {
+            println!("smithay development branch: {outcome}");
         }
         println!("total: {}", self.total());
     }
@@ -585,6 +592,22 @@ mod tests {
         ));
         report.check("cargo fmt", Err(anyhow!("diff")));
         assert_eq!(report.total(), counts(20, 2, 0));
+        assert!(!report.success());
+    }
+
+    #[test]
+    fn a_failed_build_against_smithays_development_branch_fails_the_run() {
+        let mut report = Report {
+            host: Some(Verdict::of("test result: ok. 20 passed; 0 failed;\n", true)),
+            ..Report::default()
+        };
+        report.smithay_git = Some(smithay_git::Outcome::NotChecked("absent".to_owned()));
+        assert!(report.success());
+        report.smithay_git = Some(smithay_git::Outcome::Failed {
+            snapshot: "smithay 5fb12b87".to_owned(),
+            failures: vec!["anvil with fencebridge".to_owned()],
+        });
+        assert_eq!(report.total(), counts(20, 1, 0));
         assert!(!report.success());
     }
 

@@ -253,12 +253,12 @@ fn the_compositors_write_fence_is_published_for_implicit_consumers() {
         Modifier::Linear,
         DmabufFlags::empty(),
     );
-    builder.add_plane(
-        target.dmabuf().try_clone_to_owned().unwrap(),
-        0,
-        0,
-        target.pitch(),
-    );
+    let fd = target.dmabuf().try_clone_to_owned().unwrap();
+    // smithay's development branch numbers the planes itself.
+    #[cfg(not(smithay_git))]
+    builder.add_plane(fd, 0, 0, target.pitch());
+    #[cfg(smithay_git)]
+    builder.add_plane(fd, 0, target.pitch());
     let dmabuf = builder.build().unwrap();
     let (render, rendering) = pending_fence(&vgem);
     wayland::publish_compositor_write(&dmabuf, &rendering).unwrap();

@@ -3,6 +3,7 @@
 
 use fencebridge_testkit::harness;
 
+mod device;
 mod explicit;
 mod fuzz;
 mod hostile;

@@ -1,0 +1,68 @@
+//! A compositor hands in the DRM node it already renders with (`Config::syncobj_device`): the
+//! bridge imports client timelines into that device and opens no other node.
+
+use std::os::fd::AsFd;
+
+use fencebridge::timeline::SyncobjDevice;
+use fencebridge::wayland::Config;
+
+use super::harness::Harness;
+use crate::support::timeline_device;
+
+#[test]
+fn a_handed_in_device_is_the_only_one_used() {
+    let test = "a_handed_in_device_is_the_only_one_used";
+    let Some(found) = timeline_device(test) else {
+        return;
+    };
+    // The compositor's own open of its render node (another fd than the bridge could find).
+    let mine = SyncobjDevice::open(found.node().path()).unwrap();
+    let mut h = Harness::new(Config {
+        syncobj_device: Some(mine.clone()),
+        ..Config::default()
+    });
+    let bridge = &h.server.bridge;
+    assert!(
+        bridge.syncobj_global().is_some(),
+        "linux-drm-syncobj-v1 offered"
+    );
+    let nodes: Vec<_> = bridge
+        .capabilities()
+        .nodes
+        .iter()
+        .map(|n| n.path.clone())
+        .collect();
+    assert_eq!(
+        nodes,
+        [found.node().path()],
+        "only the handed-in node is looked at, not every node in /dev/dri"
+    );
+
+    let before = mine.live_handles();
+    let mut c = h.connect();
+    let timeline = found.create_timeline().unwrap();
+    let fd = timeline.export_fd().unwrap();
+    let _wl_timeline = c.syncobj().import_timeline(fd.as_fd(), &c.qh, ());
+    h.roundtrip(&mut c);
+    assert_eq!(c.protocol_error(), None);
+    assert_eq!(
+        mine.live_handles(),
+        before + 1,
+        "the client's timeline was imported into the handed-in device"
+    );
+}
+
+#[test]
+fn a_handed_in_device_is_not_offered_when_explicit_sync_is_off() {
+    let test = "a_handed_in_device_is_not_offered_when_explicit_sync_is_off";
+    let Some(found) = timeline_device(test) else {
+        return;
+    };
+    let h = Harness::new(Config {
+        syncobj_device: Some(found),
+        explicit_sync: false,
+        ..Config::default()
+    });
+    assert!(h.server.bridge.syncobj_global().is_none());
+    assert!(h.server.bridge.syncobj_device().is_none());
+}
