@@ -13,7 +13,10 @@
 //! - [`producer_class`]: tells fencing producers from non-fencing ones (V4L2 decoders,
 //!   CPU-filled buffers) from what each commit's fence snapshot found.
 //! - [`release`]: the bookkeeping that guarantees every release obligation (a release point or
-//!   a `wl_buffer.release`) is discharged exactly once, whatever happens to the surface.
+//!   a `wl_buffer.release`) is discharged exactly once, whatever happens to the surface, and
+//!   only after every read of the buffer.
+//! - [`release_order`]: the order a timeline's release points may signal in, whichever surface
+//!   they belong to: never a point while a lower one on the same timeline is still owed.
 //!
 //! Objects the smithay layer owns (timelines, buffers, fences) appear here as plain ids it
 //! assigns: [`TimelineId`], [`BufferId`], [`FenceId`].
@@ -63,10 +66,11 @@
 //! tracker.handle(frame).into_iter().for_each(execute);
 //! // The next commit (or the surface's death) discharges the release point:
 //! let due = tracker.handle(ReleaseEvent::SurfaceDestroyed);
-//! let after = Some(FenceId(3));
+//! let after = vec![FenceId(3)];
 //! let signal = ReleaseAction::SignalReleasePoint { point: release_point, after };
 //! assert_eq!(due, [signal]);
-//! due.into_iter().for_each(execute); // signal point 8 once fence 3 has signalled
+//! // Signal point 8 once fence 3 has signalled — in timeline order: see `release_order`.
+//! due.into_iter().for_each(execute);
 //! # Ok(()) }
 //! # fn execute(_: ReleaseAction) {}
 //! ```
@@ -77,6 +81,7 @@ pub mod plan;
 pub mod producer_class;
 pub mod protocol;
 pub mod release;
+pub mod release_order;
 
 /// A client timeline (a `wp_linux_drm_syncobj_timeline_v1`), as the smithay layer numbers
 /// them. Two ids are the same timeline exactly when they name the same protocol object, which

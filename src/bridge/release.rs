@@ -2,21 +2,25 @@
 //! compositor holds and what it owes for it (a release point to signal, a `wl_buffer.release`
 //! to send), discharged exactly once whatever happens — a new commit, the surface's death, the
 //! client's disconnection. A release point never signalled stalls the client forever
-//! (docs/decisions.md, "Release"); one signalled twice, or too early, lets it overwrite what is being shown.
+//! (linux-drm-syncobj-v1 has no timeout); one signalled twice, or too early, lets it overwrite
+//! what is being shown.
 //!
 //! Deferral is carried by the actions, not by the books: an obligation is discharged when the
-//! buffer leaves the surface, as an action that says which read fence to wait for first
-//! (`after`). The smithay layer executes it when that fence signals (a
-//! [`crate::source::SyncFileSource`]), or at once when there is none. So nothing lingers here
-//! after the buffer is replaced.
+//! buffer leaves the surface, as an action that says which read fences to wait for first
+//! (`after`): every read of the buffer reported while it was current and not known to be done
+//! (two outputs on two GPUs, a capture on another queue: each pass's fence counts, whatever
+//! order they finish in). The smithay layer executes it when all of them have signalled, or at
+//! once when there are none. So nothing lingers here after the buffer is replaced. A release
+//! point's place on its timeline is another matter, settled by
+//! [`super::release_order::ReleaseOrder`].
 //!
 //! What the tracker needs from the smithay layer:
 //! - [`ReleaseEvent::Committed`] when a commit *applies* (after the plan's acquire wait), with
 //!   the plan's [`Release`];
 //! - [`ReleaseEvent::Read`] after every render pass (frame, output, capture) that read the
-//!   surface's buffer, with the fence that pass ends with — a fence that also covers the
-//!   earlier passes, as one in-order GPU queue gives (merge them otherwise) — and before the
-//!   next commit is fed;
+//!   surface's buffer, with the fence that pass ends with, before the next commit is fed;
+//! - [`ReleaseTracker::read_done`] when a read fence it keeps has signalled (so that the set
+//!   of fences a buffer waits for stays as small as the reads still running);
 //! - no reads of a buffer after it is replaced (close animations read a copy);
 //! - [`ReleaseEvent::SurfaceDestroyed`] / [`ReleaseEvent::ClientDisconnected`].
 //!
@@ -31,13 +35,17 @@
 //! let release = Release::WhenReadsDone;
 //! let commit = ReleaseEvent::Committed { attach: Attach::Buffer(a), release };
 //! tracker.handle(commit).into_iter().for_each(execute);
-//! let frame = ReleaseEvent::Read { buffer: a, fence: Some(FenceId(9)) };
-//! tracker.handle(frame).into_iter().for_each(execute);
+//! // Two passes read it (two outputs); the first to report finishes last.
+//! let output_1 = ReleaseEvent::Read { buffer: a, fence: Some(FenceId(9)) };
+//! tracker.handle(output_1).into_iter().for_each(execute);
+//! let output_2 = ReleaseEvent::Read { buffer: a, fence: Some(FenceId(10)) };
+//! tracker.handle(output_2).into_iter().for_each(execute);
 //! let actions = tracker.handle(ReleaseEvent::Committed {
 //!     attach: Attach::Null,
 //!     release: Release::Nothing,
 //! });
-//! assert_eq!(actions, [ReleaseAction::SendBufferRelease { buffer: a, after: Some(FenceId(9)) }]);
+//! let after = vec![FenceId(9), FenceId(10)]; // both
+//! assert_eq!(actions, [ReleaseAction::SendBufferRelease { buffer: a, after }]);
 //! ```
 
 use super::plan::Release;
@@ -78,22 +86,23 @@ pub enum ReleaseEvent {
     ClientDisconnected,
 }
 
-/// What to do to discharge an obligation. `after`: wait for this read fence first; `None`: now.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// What to do to discharge an obligation. `after`: wait for every one of these read fences
+/// first (in the order they were reported); none: now.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum ReleaseAction {
     /// Signal the client's release point.
     SignalReleasePoint {
         /// The point.
         point: TimelinePoint,
-        /// The read fence to wait for first.
-        after: Option<FenceId>,
+        /// The read fences to wait for first.
+        after: Vec<FenceId>,
     },
     /// Send `wl_buffer.release`.
     SendBufferRelease {
         /// The buffer.
         buffer: BufferId,
-        /// The read fence to wait for first.
-        after: Option<FenceId>,
+        /// The read fences to wait for first.
+        after: Vec<FenceId>,
     },
     /// The client is gone, so there is no `wl_buffer.release` to send: drop whatever is kept
     /// for this buffer.
@@ -113,7 +122,7 @@ enum BufferRelease {
 }
 
 /// The buffer the surface holds and what is owed for it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct Held {
     buffer: BufferId,
     /// A `wl_buffer.release`: one per stretch of time the buffer is held, however many commits
@@ -121,8 +130,8 @@ struct Held {
     release: Option<BufferRelease>,
     /// The release point of the latest commit that attached it.
     point: Option<TimelinePoint>,
-    /// The latest read fence reported for it.
-    last_read: Option<FenceId>,
+    /// Every read fence reported for it and not known to be done, oldest first.
+    reads: Vec<FenceId>,
 }
 
 impl Held {
@@ -131,7 +140,7 @@ impl Held {
             buffer,
             release,
             point,
-            last_read: None,
+            reads: Vec::new(),
         }
     }
 }
@@ -157,9 +166,17 @@ impl ReleaseTracker {
 
     /// How many obligations are outstanding (0 after the surface or client is gone).
     pub fn outstanding(&self) -> usize {
-        self.current.map_or(0, |held| {
+        self.current.as_ref().map_or(0, |held| {
             usize::from(held.release.is_some()) + usize::from(held.point.is_some())
         })
+    }
+
+    /// A read fence of the current buffer has signalled: nothing needs to wait for it any more.
+    /// (Fences the books no longer keep are ignored.)
+    pub fn read_done(&mut self, fence: FenceId) {
+        if let Some(held) = &mut self.current {
+            held.reads.retain(|read| *read != fence);
+        }
     }
 
     /// Books one event; returns what to do now (or after the given fences).
@@ -204,7 +221,10 @@ impl ReleaseTracker {
                     self.retire(actions);
                 }
                 if let Some(point) = point {
-                    actions.push(ReleaseAction::SignalReleasePoint { point, after: None });
+                    actions.push(ReleaseAction::SignalReleasePoint {
+                        point,
+                        after: Vec::new(),
+                    });
                 }
             }
         }
@@ -225,7 +245,7 @@ impl ReleaseTracker {
                 if let Some(old) = held.point.take() {
                     actions.push(ReleaseAction::SignalReleasePoint {
                         point: old,
-                        after: held.last_read,
+                        after: held.reads.clone(),
                     });
                 }
                 held.release = held.release.max(release);
@@ -243,16 +263,17 @@ impl ReleaseTracker {
         let Some(held) = self.current.as_mut().filter(|held| held.buffer == buffer) else {
             return;
         };
-        // A pass with no fence adds nothing to wait for; it does not make earlier reads done.
-        if fence.is_some() {
-            held.last_read = fence;
+        // Every pass counts, whatever order they finish in. A pass with no fence adds nothing
+        // to wait for; it does not make earlier reads done.
+        if let Some(fence) = fence.filter(|f| !held.reads.contains(f)) {
+            held.reads.push(fence);
         }
         // The compositor has its copy: the client may have the buffer back while it is shown.
         if held.release == Some(BufferRelease::AfterCopy) {
             held.release = None;
             actions.push(ReleaseAction::SendBufferRelease {
                 buffer,
-                after: held.last_read,
+                after: held.reads.clone(),
             });
         }
     }
@@ -273,10 +294,12 @@ impl ReleaseTracker {
             } else {
                 ReleaseAction::SendBufferRelease {
                     buffer: held.buffer,
-                    // A fencing producer waits for the read fence on the dma-buf by itself.
+                    // A fencing producer waits for the read fences on the dma-buf by itself.
                     after: match release {
-                        BufferRelease::WhenReplaced => None,
-                        BufferRelease::AfterCopy | BufferRelease::WhenReadsDone => held.last_read,
+                        BufferRelease::WhenReplaced => Vec::new(),
+                        BufferRelease::AfterCopy | BufferRelease::WhenReadsDone => {
+                            held.reads.clone()
+                        }
                     },
                 }
             });
@@ -285,7 +308,7 @@ impl ReleaseTracker {
             // Signalled even for a client that is gone: another process may share the timeline.
             actions.push(ReleaseAction::SignalReleasePoint {
                 point,
-                after: held.last_read,
+                after: held.reads,
             });
         }
     }
@@ -331,7 +354,7 @@ mod tests {
             copied,
             [ReleaseAction::SendBufferRelease {
                 buffer: A,
-                after: None
+                after: vec![]
             }]
         );
         assert_eq!(t.outstanding(), 0);
@@ -342,7 +365,7 @@ mod tests {
             t.handle(commit(Attach::Null, Release::Nothing)),
             [ReleaseAction::SendBufferRelease {
                 buffer: B,
-                after: None
+                after: vec![]
             }]
         );
     }
@@ -356,13 +379,13 @@ mod tests {
             t.handle(commit(Attach::Buffer(B), Release::WhenReplaced)),
             [ReleaseAction::SendBufferRelease {
                 buffer: A,
-                after: None
+                after: vec![]
             }]
         );
     }
 
     #[test]
-    fn deferred_release_and_release_points_wait_for_the_latest_read() {
+    fn deferred_release_and_release_points_wait_for_every_read() {
         let mut t = ReleaseTracker::new();
         nothing_due(&mut t, commit(Attach::Buffer(A), Release::WhenReadsDone));
         nothing_due(&mut t, read(A, 5));
@@ -383,17 +406,38 @@ mod tests {
             actions,
             [ReleaseAction::SendBufferRelease {
                 buffer: A,
-                after: Some(FenceId(6))
+                after: vec![FenceId(5), FenceId(6)]
             }]
         );
         assert_eq!(
             t.handle(ReleaseEvent::SurfaceDestroyed),
             [ReleaseAction::SignalReleasePoint {
                 point: point(8),
-                after: None
+                after: vec![]
             }]
         );
         assert_eq!(t.outstanding(), 0);
+    }
+
+    #[test]
+    fn a_release_waits_for_every_read_still_running() {
+        // Two outputs and a capture read the buffer; the capture's read is seen done.
+        let mut t = ReleaseTracker::new();
+        let release = Release::SignalReleasePointFromReadFence(point(9));
+        nothing_due(&mut t, commit(Attach::Buffer(A), release));
+        nothing_due(&mut t, read(A, 1));
+        nothing_due(&mut t, read(A, 2));
+        nothing_due(&mut t, read(A, 3));
+        nothing_due(&mut t, read(A, 1)); // reported twice: kept once
+        t.read_done(FenceId(3));
+        t.read_done(FenceId(7)); // never kept: nothing changes
+        assert_eq!(
+            t.handle(commit(Attach::Null, Release::Nothing)),
+            [ReleaseAction::SignalReleasePoint {
+                point: point(9),
+                after: vec![FenceId(1), FenceId(2)]
+            }]
+        );
     }
 
     #[test]
@@ -421,7 +465,7 @@ mod tests {
             )),
             [ReleaseAction::SignalReleasePoint {
                 point: point(3),
-                after: Some(FenceId(1))
+                after: vec![FenceId(1)]
             }]
         );
         // The most patient way won.
@@ -430,11 +474,11 @@ mod tests {
             [
                 ReleaseAction::SendBufferRelease {
                     buffer: A,
-                    after: Some(FenceId(1))
+                    after: vec![FenceId(1)]
                 },
                 ReleaseAction::SignalReleasePoint {
                     point: point(4),
-                    after: Some(FenceId(1))
+                    after: vec![FenceId(1)]
                 }
             ]
         );
@@ -452,7 +496,7 @@ mod tests {
             actions,
             [ReleaseAction::SignalReleasePoint {
                 point: point(2),
-                after: None
+                after: vec![]
             }]
         );
         assert_eq!(t.outstanding(), 1); // A is still shown
@@ -473,7 +517,7 @@ mod tests {
             t.handle(ReleaseEvent::ClientDisconnected),
             [ReleaseAction::SignalReleasePoint {
                 point: point(1),
-                after: Some(FenceId(4))
+                after: vec![FenceId(4)]
             }]
         );
         assert_eq!(
@@ -497,8 +541,10 @@ mod tests {
     }
 
     /// The alphabet of events, by number; points and fences are fresh each time, so that
-    /// every one can be traced.
-    const SYMBOLS: usize = 4 * 5 + 3 * 2 + 2;
+    /// every one can be traced. The last symbol is no event: the oldest read of the current
+    /// buffer is done ([`ReleaseTracker::read_done`]).
+    const SYMBOLS: usize = 4 * 5 + 3 * 2 + 2 + 1;
+    const READ_DONE: usize = SYMBOLS - 1;
 
     struct Fresh(u64);
 
@@ -544,8 +590,8 @@ mod tests {
         owed_releases: HashMap<BufferId, Release>,
         /// Release points owed, with the buffer they were committed with.
         owed_points: HashMap<TimelinePoint, Option<BufferId>>,
-        /// The latest read fence of the current buffer.
-        last_fence: HashMap<BufferId, FenceId>,
+        /// The read fences of the current buffer not known to be done, oldest first.
+        reads: HashMap<BufferId, Vec<FenceId>>,
     }
 
     fn patience(release: Release) -> u8 {
@@ -557,7 +603,7 @@ mod tests {
     }
 
     impl Model {
-        fn step(&mut self, event: ReleaseEvent, trace: &[ReleaseEvent]) {
+        fn step(&mut self, event: ReleaseEvent, trace: &[String]) {
             let gone = self.client_gone || self.surface_gone;
             // Reads of the current buffer count before the event's actions are judged.
             if let ReleaseEvent::Read {
@@ -566,7 +612,7 @@ mod tests {
             } = event
             {
                 if !gone && self.current == Some(buffer) {
-                    self.last_fence.insert(buffer, fence);
+                    self.reads.entry(buffer).or_default().push(fence);
                 }
             }
             // What becomes owed and current.
@@ -606,16 +652,17 @@ mod tests {
             let client_gone = self.client_gone || event == ReleaseEvent::ClientDisconnected;
 
             for action in self.tracker.handle(event) {
-                match action {
+                match &action {
                     ReleaseAction::SignalReleasePoint { point, after } => {
-                        // Exactly once, and after the latest read of its buffer.
-                        let buffer = self.owed_points.remove(&point).unwrap_or_else(|| {
+                        // Exactly once, and after every read of its buffer still running.
+                        let buffer = self.owed_points.remove(point).unwrap_or_else(|| {
                             panic!("{action:?} twice or never owed, after {trace:?}")
                         });
-                        let expected = buffer.and_then(|b| self.last_fence.get(&b).copied());
-                        assert_eq!(after, expected, "{action:?} after {trace:?}");
+                        let expected = buffer.map(|b| self.reads_of(b)).unwrap_or_default();
+                        assert_eq!(*after, expected, "{action:?} after {trace:?}");
                     }
                     ReleaseAction::SendBufferRelease { buffer, after } => {
+                        let buffer = *buffer;
                         assert!(!client_gone, "{action:?} after {trace:?}");
                         let kind = self.owed_releases.remove(&buffer).unwrap_or_else(|| {
                             panic!("{action:?} twice or never owed, after {trace:?}")
@@ -629,15 +676,15 @@ mod tests {
                             );
                         }
                         let expected = match kind {
-                            Release::WhenReplaced => None,
-                            _ => self.last_fence.get(&buffer).copied(),
+                            Release::WhenReplaced => Vec::new(),
+                            _ => self.reads_of(buffer),
                         };
-                        assert_eq!(after, expected, "{action:?} after {trace:?}");
+                        assert_eq!(*after, expected, "{action:?} after {trace:?}");
                     }
                     ReleaseAction::ForgetBuffer { buffer } => {
                         assert!(client_gone, "{action:?} after {trace:?}");
                         assert!(
-                            self.owed_releases.remove(&buffer).is_some(),
+                            self.owed_releases.remove(buffer).is_some(),
                             "{action:?} after {trace:?}"
                         );
                     }
@@ -646,7 +693,7 @@ mod tests {
 
             if new_current != self.current {
                 if let Some(old) = self.current {
-                    self.last_fence.remove(&old);
+                    self.reads.remove(&old);
                 }
             }
             self.current = new_current;
@@ -666,16 +713,40 @@ mod tests {
             );
         }
 
+        fn reads_of(&self, buffer: BufferId) -> Vec<FenceId> {
+            self.reads.get(&buffer).cloned().unwrap_or_default()
+        }
+
+        /// The oldest read of the current buffer is done (or, with none, a fence the books
+        /// never kept: nothing changes).
+        fn read_done(&mut self, trace: &mut Vec<String>) {
+            let reads = self.current.and_then(|b| self.reads.get_mut(&b));
+            let fence = reads
+                .filter(|reads| !reads.is_empty())
+                .map_or(FenceId(0), |reads| reads.remove(0));
+            trace.push(format!("read_done({fence:?})"));
+            self.tracker.read_done(fence);
+            assert_eq!(
+                self.tracker.outstanding(),
+                self.owed_releases.len() + self.owed_points.len(),
+                "after {trace:?}"
+            );
+        }
+
         fn run(symbols: impl IntoIterator<Item = usize>, end: ReleaseEvent) {
             let mut model = Model::default();
             let mut fresh = Fresh(0);
             let mut trace = Vec::new();
             for symbol in symbols {
+                if symbol == READ_DONE {
+                    model.read_done(&mut trace);
+                    continue;
+                }
                 let event = event(symbol, &mut fresh);
-                trace.push(event);
+                trace.push(format!("{event:?}"));
                 model.step(event, &trace);
             }
-            trace.push(end);
+            trace.push(format!("{end:?}"));
             model.step(end, &trace);
             assert!(model.owed_releases.is_empty() && model.owed_points.is_empty());
             assert_eq!(model.tracker.outstanding(), 0);
@@ -711,6 +782,8 @@ mod tests {
                 .map(|_| {
                     if rng.below(30) == 0 {
                         26 + rng.below(2)
+                    } else if rng.below(8) == 0 {
+                        READ_DONE
                     } else {
                         rng.below(26)
                     }

@@ -170,7 +170,7 @@ pub(crate) fn pre_commit<D: FenceBridgeHandler>(
                     object.post_error(error.code(), error.to_string());
                     // The client is gone; its release point must still come.
                     if let Some(point) = release {
-                        point.signal_now();
+                        point.signal_unread();
                     }
                     return;
                 }

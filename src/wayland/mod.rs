@@ -13,11 +13,13 @@
 //!   KMS without `IN_FENCE_FD`, V4L2 encoders) wait for it too.
 //! - **An explicit fence for every applied commit** ([`acquire_fence`],
 //!   [`acquire_timeline_point`]) for a KMS plane, a capture path or a Vulkan renderer.
-//! - **Release from the renderer's read fence** ([`surface_read`]): a release point is signalled
-//!   by that fence (imported into the point, no CPU wait), and always once the buffer is
-//!   replaced, the surface destroyed or the client gone. Buffers of producers that do not honour
-//!   fences (V4L2 decoders, CPU fills, still unclassified clients) get their `wl_buffer.release`
-//!   only once the compositor's reads are done.
+//! - **Release from the renderer's read fences** ([`surface_read`]): a release point is signalled
+//!   by the fences of every pass that read the buffer (merged and imported into the point, no
+//!   CPU wait), and always once the buffer is replaced, the surface destroyed or the client
+//!   gone — never before a lower point on the same timeline that is still owed (a timeline's
+//!   points signal in order, and one timeline may serve several buffers and surfaces). Buffers
+//!   of producers that do not honour fences (V4L2 decoders, CPU fills, still unclassified
+//!   clients) get their `wl_buffer.release` only once all the compositor's reads are done.
 //! - **Non-fencing producers** reported once per client ([`FenceBridgeHandler::non_fencing_producer`],
 //!   [`ClientReport`]), and **waits past a deadline** diagnosed by client, surface and fence
 //!   ([`FenceBridgeHandler::wait_overdue`]), then kept or given up as [`Config::overdue`] says.
@@ -206,6 +208,9 @@ pub struct FenceBridgeState {
     pub(crate) own_timeline: Option<(Timeline, u64)>,
     pub(crate) clients: HashMap<ClientId, ClientBooks>,
     next_id: u64,
+    /// Where release points whose fences could not go into their timeline are handed to the
+    /// loop.
+    pub(crate) late_signals: Option<release::LateSignals>,
 }
 
 /// How many disconnected clients' reports the bridge keeps, at least.
@@ -264,6 +269,7 @@ impl FenceBridgeState {
             own_timeline: None,
             clients: HashMap::new(),
             next_id: 0,
+            late_signals: release::LateSignals::new(),
             caps,
         }
     }

@@ -1,30 +1,39 @@
 //! Giving buffers back: the renderer reports its reads ([`surface_read`]), the release books
-//! say what is due, and this module does it — a release point signalled by the read fence
-//! itself (imported into the point: no CPU wait), a `wl_buffer.release` held back until the
-//! read fence signals (by keeping smithay's renderer hold on the buffer until then).
+//! say what is due, and this module does it — a release point signalled by the read fences
+//! themselves (merged and imported into the point: no CPU wait), a `wl_buffer.release` held back
+//! until every read fence has signalled (by keeping smithay's renderer hold on the buffer until
+//! then) — and keeps each client timeline's release points in order ([`TimelineReleases`]).
 
-use std::sync::Arc;
+use std::cell::Cell;
+use std::rc::Rc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use smithay::backend::renderer::utils::{Buffer as RendererBuffer, RendererSurfaceStateUserData};
+use smithay::reexports::calloop::ping::{make_ping, Ping, PingSource};
 use smithay::reexports::wayland_server::protocol::wl_surface::WlSurface;
 use smithay::reexports::wayland_server::{Client, Resource};
 use smithay::wayland::compositor;
 
-use super::surface::{ClientPoint, Due, SurfaceBooks};
+use super::surface::{Due, SurfaceBooks};
 use super::{wait, FenceBridgeHandler};
 use crate::bridge::release::ReleaseEvent;
+use crate::bridge::release_order::{OwedPoint, ReleaseOrder};
+use crate::bridge::TimelinePoint;
 use crate::fence::SyncFile;
 use crate::source::SyncFileSource;
+use crate::timeline::Timeline;
 
 /// The renderer is done sampling `surface`'s current buffer once `read` signals (`None`: done
 /// already, as after a CPU copy). Call it after every frame, output or capture that read the
-/// surface, with the fence that pass ends with (smithay's `SyncPoint::export()`); a fence that
-/// covers earlier passes too, as one in-order GPU queue gives.
+/// surface, with the fence that pass ends with (smithay's `SyncPoint::export()`), whatever
+/// queue or GPU it ran on: the bridge keeps every read fence reported while the buffer is
+/// current (dropping those it sees signalled) and gives the buffer back only after all of them,
+/// in whatever order they finish.
 ///
-/// What it drives: the surface's release point is signalled from this fence once the buffer is
-/// replaced; a non-fencing producer's `wl_buffer.release` waits for it. The deferral works with
-/// smithay's renderer utilities (`on_commit_buffer_handler`), whose hold on the buffer the
-/// bridge keeps until the fence signals.
+/// What it drives: the surface's release point is signalled from these fences once the buffer
+/// is replaced; a non-fencing producer's `wl_buffer.release` waits for them. The deferral works
+/// with smithay's renderer utilities (`on_commit_buffer_handler`), whose hold on the buffer the
+/// bridge keeps until the fences signal.
 pub fn surface_read<D: FenceBridgeHandler>(
     state: &mut D,
     surface: &WlSurface,
@@ -64,7 +73,7 @@ pub(crate) fn execute<D: FenceBridgeHandler>(state: &mut D, surface: &WlSurface,
     for due in due {
         match due {
             Due::SignalPoint { point, after } => {
-                signal_after(state, point, after);
+                point.signal_after(after);
                 if let Some(client) = &client {
                     let report = &mut state.fencebridge_state().client_books(client).report;
                     report.release_points_signalled += 1;
@@ -77,49 +86,18 @@ pub(crate) fn execute<D: FenceBridgeHandler>(state: &mut D, surface: &WlSurface,
     }
 }
 
-/// Signals `point` when `after` signals: the fence itself goes into the point, so the kernel
-/// signals it and no one waits on the CPU.
-fn signal_after<D: FenceBridgeHandler>(
-    state: &mut D,
-    point: ClientPoint,
-    after: Option<Arc<SyncFile>>,
-) {
-    let Some(fence) = after else {
-        return point.signal_now();
-    };
-    match point.timeline.import_sync_file(point.point.value, &fence) {
-        Ok(()) => {}
-        Err(e) => {
-            // Still never left unsignalled: signal it from the loop once the fence has.
-            tracing::warn!(
-                "fencebridge: could not import the read fence into {}: {e}",
-                point.point
-            );
-            let later = point.clone();
-            let inserted = state
-                .loop_handle()
-                .insert_source(SyncFileSource::new(fence), move |_, _, _| {
-                    later.signal_now()
-                });
-            if let Err(e) = inserted {
-                tracing::error!("fencebridge: {}; signalling {} now", e.error, point.point);
-                point.signal_now();
-            }
-        }
-    }
-}
-
-/// Lets go of the renderer's hold on a buffer once `after` signals; smithay sends
-/// `wl_buffer.release` when the last hold goes.
+/// Lets go of the renderer's hold on a buffer once every fence in `after` has signalled;
+/// smithay sends `wl_buffer.release` when the last hold goes.
 fn release_after<D: FenceBridgeHandler>(
     state: &mut D,
     client: Option<&Client>,
     hold: RendererBuffer,
-    after: Option<Arc<SyncFile>>,
+    mut after: Vec<Arc<SyncFile>>,
 ) {
-    let Some(fence) = after.filter(|f| !matches!(f.is_signalled(), Ok(true))) else {
+    after.retain(|fence| !has_signalled(fence));
+    if after.is_empty() {
         return drop(hold);
-    };
+    }
     if let Some(client) = client {
         state
             .fencebridge_state()
@@ -127,11 +105,301 @@ fn release_after<D: FenceBridgeHandler>(
             .report
             .releases_deferred += 1;
     }
-    let mut hold = Some(hold);
-    let inserted = state
-        .loop_handle()
-        .insert_source(SyncFileSource::new(fence), move |_, _, _| drop(hold.take()));
+    after_all(state, after, move |_| drop(hold));
+}
+
+/// Runs `then` on the loop once every fence in `fences` has signalled: one source at a time,
+/// no merge (nothing to fail), no fd created.
+fn after_all<D: FenceBridgeHandler>(
+    state: &mut D,
+    mut fences: Vec<Arc<SyncFile>>,
+    then: impl FnOnce(&mut D) + 'static,
+) {
+    fences.retain(|fence| !has_signalled(fence));
+    let Some(next) = fences.pop() else {
+        return then(state);
+    };
+    let rest = Rc::new(Cell::new(Some((fences, then))));
+    let on_signal = rest.clone();
+    let inserted =
+        state
+            .loop_handle()
+            .insert_source(SyncFileSource::new(next), move |_, _, state| {
+                if let Some((fences, then)) = on_signal.take() {
+                    after_all(state, fences, then);
+                }
+            });
     if let Err(e) = inserted {
-        tracing::error!("fencebridge: could not defer a buffer release: {}", e.error);
+        // Never left owed: done now, early rather than never.
+        tracing::error!("fencebridge: cannot wait for a read fence: {}", e.error);
+        if let Some((_, then)) = rest.take() {
+            then(state);
+        }
     }
+}
+
+/// Whether `fence` is known to have signalled (a poll; an error counts as not yet).
+pub(crate) fn has_signalled(fence: &SyncFile) -> bool {
+    matches!(fence.is_signalled(), Ok(true))
+}
+
+/// A release point a client set, owed on its timeline from the moment it is set until it is
+/// signalled ([`TimelineReleases`]). Dropping it signals it as if nothing had read for it: a
+/// release point is never left unsignalled, and never left holding back its timeline.
+#[derive(Debug)]
+pub(crate) struct ReleasePoint {
+    pub point: TimelinePoint,
+    releases: TimelineReleases,
+    /// Its place in the timeline's order; `None` for point 0, which is never signalled: it
+    /// would replace the timeline's fence (see `SyncMode::without_point_zero`), and the
+    /// client's wait for it returns at once.
+    owed: Option<OwedPoint>,
+}
+
+impl ReleasePoint {
+    /// `point` on the timeline `releases` keeps, owed from now on.
+    pub fn new(releases: &TimelineReleases, point: TimelinePoint) -> Self {
+        let owed = (point.value != 0).then(|| releases.order().owe(point.value));
+        ReleasePoint {
+            point,
+            releases: releases.clone(),
+            owed,
+        }
+    }
+
+    /// Signals the point once every fence in `after` has signalled (the fences go into the
+    /// point: no CPU wait) — and not before the owed points below it on its timeline have
+    /// their fences.
+    pub fn signal_after(mut self, after: Vec<Arc<SyncFile>>) {
+        if let Some(owed) = self.owed.take() {
+            self.releases.due(owed, after);
+        }
+    }
+
+    /// Signals the point, as nothing of the compositor's reads for it (in timeline order).
+    pub fn signal_unread(self) {
+        self.signal_after(Vec::new());
+    }
+}
+
+impl Drop for ReleasePoint {
+    fn drop(&mut self) {
+        if let Some(owed) = self.owed.take() {
+            self.releases.due(owed, Vec::new());
+        }
+    }
+}
+
+/// One client timeline's release points, kept in the order the kernel needs
+/// ([`ReleaseOrder`]): signalling a point answers every lower point that has no fence yet, so
+/// no point is signalled (or given its fences) while a lower one is still owed. Shared by every
+/// surface and commit with a point on the timeline (it lives with the timeline object), so a
+/// point discharged anywhere — a commit dropped inside smithay, a surface's destruction, a
+/// client's death — goes out only after the owed points below it.
+///
+/// A point's read fences go into the timeline as soon as its turn comes (merged into one,
+/// imported into the point: the kernel signals it, no CPU wait). If that fails, the point is
+/// signalled from the loop once they have signalled, and stays owed until then: the points
+/// above it wait for that signal too.
+#[derive(Debug, Clone)]
+pub(crate) struct TimelineReleases(Arc<Releases>);
+
+#[derive(Debug)]
+struct Releases {
+    timeline: Timeline,
+    order: Mutex<ReleaseOrder<Vec<Arc<SyncFile>>>>,
+    /// The loop, for points whose fences could not go into the timeline.
+    late: Option<LateQueue>,
+}
+
+impl TimelineReleases {
+    /// The books of a timeline just imported; `late` reaches the loop ([`late_signals`]).
+    pub fn new(timeline: Timeline, late: Option<LateQueue>) -> Self {
+        TimelineReleases(Arc::new(Releases {
+            timeline,
+            order: Mutex::new(ReleaseOrder::new()),
+            late,
+        }))
+    }
+
+    fn order(&self) -> MutexGuard<'_, ReleaseOrder<Vec<Arc<SyncFile>>>> {
+        self.0.order.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// `point` may signal after `after`: it does now, or once the owed points below it have.
+    fn due(&self, point: OwedPoint, mut after: Vec<Arc<SyncFile>>) {
+        after.retain(|fence| !has_signalled(fence));
+        {
+            let mut order = self.order();
+            // Points held back keep only what still runs: no pile of signalled fds.
+            for fences in order.due_mut() {
+                fences.retain(|fence| !has_signalled(fence));
+            }
+            order.due(point, after);
+        }
+        self.send_out();
+    }
+
+    /// Signals (or gives their fences to) every point that may go now, lowest first.
+    fn send_out(&self) {
+        loop {
+            let Some((point, after)) = self.order().next_due() else {
+                return;
+            };
+            if self.put(point, after) {
+                self.order().settled(point);
+            }
+        }
+    }
+
+    /// Puts `after` into `point` (or signals it when there is nothing to wait for); false if
+    /// that failed and the loop signals it later, once `after` has signalled.
+    fn put(&self, point: OwedPoint, after: Vec<Arc<SyncFile>>) -> bool {
+        let imported = match merged(&after) {
+            Ok(None) => {
+                self.signal(point);
+                return true;
+            }
+            Ok(Some(fence)) => self.0.timeline.import_sync_file(point.value, &fence),
+            Err(e) => Err(e),
+        };
+        let Err(e) = imported else {
+            return true;
+        };
+        let Some(late) = &self.0.late else {
+            tracing::error!(
+                "fencebridge: could not put the read fences into release point {}: {e}; no \
+                 loop to wait on, signalling it now",
+                point.value
+            );
+            self.signal(point);
+            return true;
+        };
+        tracing::warn!(
+            "fencebridge: could not put the read fences into release point {}: {e}; \
+             signalling it once they have",
+            point.value
+        );
+        late.send(LateSignal {
+            releases: self.clone(),
+            point,
+            after,
+        });
+        false
+    }
+
+    /// Signals `point` from the CPU.
+    fn signal(&self, point: OwedPoint) {
+        if let Err(e) = self.0.timeline.signal(point.value) {
+            tracing::error!(
+                "fencebridge: could not signal release point {}: {e}",
+                point.value
+            );
+        }
+    }
+}
+
+/// A point to signal from the loop once its fences have signalled.
+#[derive(Debug)]
+struct LateSignal {
+    releases: TimelineReleases,
+    point: OwedPoint,
+    after: Vec<Arc<SyncFile>>,
+}
+
+impl LateSignal {
+    /// On the loop: signal the point once its fences have, then let the points above it go.
+    fn wait<D: FenceBridgeHandler>(self, state: &mut D) {
+        let LateSignal {
+            releases,
+            point,
+            after,
+        } = self;
+        after_all(state, after, move |_| {
+            releases.signal(point);
+            releases.order().settled(point);
+            releases.send_out();
+        });
+    }
+}
+
+/// Where release points whose fences could not go into their timeline wait for the loop
+/// ([`LateSignal`]): a queue and a ping that wakes the loop, shared by every timeline.
+#[derive(Debug, Clone)]
+pub(crate) struct LateQueue(Arc<(Mutex<Vec<LateSignal>>, Ping)>);
+
+impl LateQueue {
+    fn send(&self, late: LateSignal) {
+        let (queue, ping) = &*self.0;
+        queue
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(late);
+        ping.ping();
+    }
+
+    fn take(&self) -> Vec<LateSignal> {
+        std::mem::take(&mut *self.0 .0.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+}
+
+/// The compositor's [`LateQueue`], made with its state (one eventfd for its whole life, not one
+/// per timeline); the loop starts listening when the first timeline is imported.
+#[derive(Debug)]
+pub(crate) struct LateSignals {
+    queue: LateQueue,
+    wake: Option<PingSource>,
+}
+
+impl LateSignals {
+    pub fn new() -> Option<LateSignals> {
+        match make_ping() {
+            Ok((ping, wake)) => Some(LateSignals {
+                queue: LateQueue(Arc::new((Mutex::new(Vec::new()), ping))),
+                wake: Some(wake),
+            }),
+            Err(e) => {
+                tracing::error!(
+                    "fencebridge: no wake-up for late release points ({e}): a release point \
+                     whose read fences cannot be imported is signalled at once"
+                );
+                None
+            }
+        }
+    }
+}
+
+/// The queue late release points go to, with the loop listening to it (from the first call).
+pub(crate) fn late_signals<D: FenceBridgeHandler>(state: &mut D) -> Option<LateQueue> {
+    let late = state.fencebridge_state().late_signals.as_mut()?;
+    let queue = late.queue.clone();
+    if let Some(wake) = late.wake.take() {
+        let signals = queue.clone();
+        let inserted = state.loop_handle().insert_source(wake, move |_, _, state| {
+            for late in signals.take() {
+                late.wait(state);
+            }
+        });
+        if let Err(e) = inserted {
+            tracing::error!(
+                "fencebridge: cannot wait for late release points: {}",
+                e.error
+            );
+            state.fencebridge_state().late_signals = None;
+            return None;
+        }
+    }
+    Some(queue)
+}
+
+/// One fence for all of `fences` (`SYNC_IOC_MERGE`); `None` for none.
+fn merged(fences: &[Arc<SyncFile>]) -> crate::Result<Option<Arc<SyncFile>>> {
+    let Some((first, rest)) = fences.split_first() else {
+        return Ok(None);
+    };
+    let mut merged = first.clone();
+    for fence in rest {
+        merged = Arc::new(merged.merge(fence)?);
+    }
+    Ok(Some(merged))
 }

@@ -1,5 +1,8 @@
 //! Per-surface books: the syncobj object and its pending points, the release books
-//! ([`ReleaseTracker`]) with the objects its actions name, and the commits still waiting.
+//! ([`ReleaseTracker`]) with the objects its actions name (release points, read fences, the
+//! renderer's hold on the buffer), and the commits still waiting. A release point's place on
+//! its timeline is kept by the timeline, not here ([`super::release::TimelineReleases`]): other
+//! surfaces may set points on the same timeline.
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
@@ -9,6 +12,7 @@ use smithay::reexports::wayland_server::protocol::wl_surface::WlSurface;
 use smithay::wayland::compositor::{self, SurfaceData};
 use wayland_protocols::wp::linux_drm_syncobj::v1::server::wp_linux_drm_syncobj_surface_v1::WpLinuxDrmSyncobjSurfaceV1;
 
+use super::release::{has_signalled, ReleasePoint};
 use super::wait::WaitEntry;
 use super::{commit, release, FenceBridgeHandler};
 use crate::bridge::release::{Attach, ReleaseAction, ReleaseTracker};
@@ -31,39 +35,26 @@ pub fn track_surface<D: FenceBridgeHandler>(surface: &WlSurface) {
     }
 }
 
-/// A point on a client timeline, with the timeline itself.
+/// An acquire point on a client timeline, with the timeline itself.
 #[derive(Debug, Clone)]
 pub(crate) struct ClientPoint {
     pub timeline: Timeline,
     pub point: TimelinePoint,
 }
 
-impl ClientPoint {
-    /// Signals the point on the CPU: for a point nothing of the compositor's reads for.
-    pub fn signal_now(&self) {
-        // Point 0 is never signalled: it would replace the timeline's fence (see
-        // `SyncMode::without_point_zero`), and the client's wait for it returns at once.
-        if self.point.value == 0 {
-            return;
-        }
-        if let Err(e) = self.timeline.signal(self.point.value) {
-            tracing::error!("fencebridge: could not signal release {}: {e}", self.point);
-        }
-    }
-}
-
 /// A commit's release point until someone discharges it: the release books once the commit
-/// applies, or a CPU signal if it never does (replaced while queued, surface destroyed). Shared
-/// between the commit and the surface's books so that exactly one of them takes it.
+/// applies, or a signal without reads if it never does (replaced while queued, surface
+/// destroyed). Shared between the commit and the surface's books so that exactly one of them
+/// takes it.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct ReleaseSlot(Arc<Mutex<Option<ClientPoint>>>);
+pub(crate) struct ReleaseSlot(Arc<Mutex<Option<ReleasePoint>>>);
 
 impl ReleaseSlot {
-    pub fn new(point: Option<ClientPoint>) -> Self {
+    pub fn new(point: Option<ReleasePoint>) -> Self {
         ReleaseSlot(Arc::new(Mutex::new(point)))
     }
 
-    pub fn take(&self) -> Option<ClientPoint> {
+    pub fn take(&self) -> Option<ReleasePoint> {
         self.0.lock().unwrap_or_else(PoisonError::into_inner).take()
     }
 
@@ -74,23 +65,24 @@ impl ReleaseSlot {
     /// Signals the point if nobody took it: its commit never applied, so nothing read for it.
     pub fn discharge_unapplied(&self) {
         if let Some(point) = self.take() {
-            point.signal_now();
+            point.signal_unread();
         }
     }
 }
 
 /// One thing due, with the objects it needs.
 pub(crate) enum Due {
-    /// Signal a client's release point once `after` has signalled (now if `None`).
+    /// Signal a client's release point once every fence in `after` has signalled (and the
+    /// owed points below it on its timeline have theirs).
     SignalPoint {
-        point: ClientPoint,
-        after: Option<Arc<SyncFile>>,
+        point: ReleasePoint,
+        after: Vec<Arc<SyncFile>>,
     },
-    /// Let go of the renderer's hold on a buffer once `after` has signalled: smithay sends
-    /// `wl_buffer.release` when the last hold goes.
+    /// Let go of the renderer's hold on a buffer once every fence in `after` has signalled:
+    /// smithay sends `wl_buffer.release` when the last hold goes.
     ReleaseBuffer {
         hold: RendererBuffer,
-        after: Option<Arc<SyncFile>>,
+        after: Vec<Arc<SyncFile>>,
     },
 }
 
@@ -100,7 +92,7 @@ pub(crate) struct SurfaceBooks {
     /// Its `wp_linux_drm_syncobj_surface_v1`, if it has one.
     pub syncobj: Option<WpLinuxDrmSyncobjSurfaceV1>,
     pub pending_acquire: Option<ClientPoint>,
-    pub pending_release: Option<ClientPoint>,
+    pub pending_release: Option<ReleasePoint>,
     /// Release points of commits not applied yet (see [`ReleaseSlot`]).
     pub unapplied: Vec<ReleaseSlot>,
     tracker: ReleaseTracker,
@@ -108,9 +100,10 @@ pub(crate) struct SurfaceBooks {
     current: Option<(WlBuffer, BufferId)>,
     next_buffer: u64,
     /// Release points the books may name.
-    release_points: Vec<ClientPoint>,
-    /// The latest read fence of the current buffer.
-    last_read: Option<(BufferId, FenceId, Arc<SyncFile>)>,
+    release_points: Vec<ReleasePoint>,
+    /// The read fences of the current buffer the books may name: every read reported while
+    /// it is current, until it is seen signalled.
+    reads: Vec<(BufferId, FenceId, Arc<SyncFile>)>,
     next_fence: u64,
     /// The renderer's hold on the current buffer, taken when a read is reported: dropping it
     /// lets smithay send `wl_buffer.release`, so keeping it defers the release.
@@ -156,7 +149,7 @@ impl SurfaceBooks {
     }
 
     /// Books an applied commit's release point (the tracker will name it).
-    pub fn owe_release_point(&mut self, point: ClientPoint) {
+    pub fn owe_release_point(&mut self, point: ReleasePoint) {
         self.release_points.push(point);
     }
 
@@ -171,10 +164,20 @@ impl SurfaceBooks {
         if let Some(hold) = hold.filter(|h| *h == buffer) {
             self.hold = Some((id, hold));
         }
+        // Reads seen done drop out, so the set stays as small as the reads still running
+        // (a poll each, no ioctl).
+        let tracker = &mut self.tracker;
+        self.reads.retain(|(_, fid, fence)| {
+            let done = has_signalled(fence);
+            if done {
+                tracker.read_done(*fid);
+            }
+            !done
+        });
         let fence = fence.map(|fence| {
             self.next_fence += 1;
             let fid = FenceId(self.next_fence);
-            self.last_read = Some((id, fid, Arc::new(fence)));
+            self.reads.push((id, fid, Arc::new(fence)));
             fid
         });
         Some((id, fence))
@@ -183,18 +186,17 @@ impl SurfaceBooks {
     /// Feeds the release books and turns what they say is due into [`Due`]s.
     pub fn book(&mut self, event: crate::bridge::release::ReleaseEvent) -> Vec<Due> {
         let actions = self.tracker.handle(event);
-        let fence = |after: Option<FenceId>, books: &SurfaceBooks| {
-            let fence = after.and_then(|after| {
-                books
-                    .last_read
-                    .as_ref()
-                    .filter(|(_, id, _)| *id == after)
-                    .map(|(_, _, f)| f.clone())
-            });
-            if after.is_some() && fence.is_none() {
+        let fences = |after: Vec<FenceId>, books: &SurfaceBooks| {
+            let fences: Vec<Arc<SyncFile>> = books
+                .reads
+                .iter()
+                .filter(|(_, id, _)| after.contains(id))
+                .map(|(_, _, f)| f.clone())
+                .collect();
+            if fences.len() != after.len() {
                 tracing::error!("fencebridge: a read fence the release books name is gone");
             }
-            fence
+            fences
         };
         let mut due = Vec::with_capacity(actions.len());
         for action in actions {
@@ -207,14 +209,14 @@ impl SurfaceBooks {
                     let point = self.release_points.swap_remove(i);
                     due.push(Due::SignalPoint {
                         point,
-                        after: fence(after, self),
+                        after: fences(after, self),
                     });
                 }
                 ReleaseAction::SendBufferRelease { buffer, after } => {
                     if let Some((_, hold)) = self.hold.take_if(|(id, _)| *id == buffer) {
                         due.push(Due::ReleaseBuffer {
                             hold,
-                            after: fence(after, self),
+                            after: fences(after, self),
                         });
                     }
                 }
@@ -225,7 +227,7 @@ impl SurfaceBooks {
         }
         // Whatever is not about the current buffer any more is let go of.
         let current = self.current.as_ref().map(|(_, id)| *id);
-        self.last_read.take_if(|(id, _, _)| Some(*id) != current);
+        self.reads.retain(|(id, _, _)| Some(*id) == current);
         self.hold.take_if(|(id, _)| Some(*id) != current);
         due
     }
@@ -235,14 +237,14 @@ impl SurfaceBooks {
         self.syncobj = None;
         self.pending_acquire = None;
         if let Some(point) = self.pending_release.take() {
-            point.signal_now();
+            point.signal_unread();
         }
         for slot in self.unapplied.drain(..) {
             slot.discharge_unapplied();
         }
         let due = self.book(crate::bridge::release::ReleaseEvent::SurfaceDestroyed);
         self.current = None;
-        self.last_read = None;
+        self.reads.clear();
         self.hold = None;
         due
     }

@@ -13,6 +13,7 @@ use wayland_protocols::wp::linux_drm_syncobj::v1::server::{
     wp_linux_drm_syncobj_timeline_v1::{self, WpLinuxDrmSyncobjTimelineV1},
 };
 
+use super::release::{late_signals, ReleasePoint, TimelineReleases};
 use super::surface::{track_surface, ClientPoint, SurfaceBooks};
 use super::{FenceBridgeHandler, FenceBridgeState};
 use crate::bridge::protocol::{self, PointRequest, ProtocolError, Verdict};
@@ -29,11 +30,13 @@ pub struct SyncobjSurfaceData {
     surface: Weak<WlSurface>,
 }
 
-/// A `wp_linux_drm_syncobj_timeline_v1`'s data: the imported timeline.
+/// A `wp_linux_drm_syncobj_timeline_v1`'s data: the imported timeline, and the release points
+/// owed on it (whichever surface set them), kept in timeline order.
 #[derive(Debug)]
 pub struct TimelineData {
     timeline: Timeline,
     id: TimelineId,
+    releases: TimelineReleases,
 }
 
 impl<D> GlobalDispatch<WpLinuxDrmSyncobjManagerV1, SyncobjGlobalData, D> for FenceBridgeState
@@ -122,12 +125,14 @@ where
                 };
                 match imported {
                     Ok(timeline) => {
+                        let late = late_signals(state);
                         let bridge = state.fencebridge_state();
                         let id_value = bridge.next_id();
                         bridge.client_books(client).timelines += 1;
                         data_init.init(
                             id,
                             TimelineData {
+                                releases: TimelineReleases::new(timeline.clone(), late),
                                 timeline,
                                 id: TimelineId(id_value),
                             },
@@ -171,7 +176,7 @@ where
                         books.syncobj = None;
                         books.pending_acquire = None;
                         if let Some(point) = books.pending_release.take() {
-                            point.signal_now();
+                            point.signal_unread();
                         }
                     });
                 }
@@ -192,25 +197,29 @@ where
         let Some(timeline) = timeline.data::<TimelineData>() else {
             return; // a dead timeline object: the client is being torn down
         };
-        let point = ClientPoint {
-            timeline: timeline.timeline.clone(),
-            point: TimelinePoint {
-                timeline: timeline.id,
-                value: protocol::point_from_hi_lo(hi, lo),
-            },
+        let point = TimelinePoint {
+            timeline: timeline.id,
+            value: protocol::point_from_hi_lo(hi, lo),
         };
         let surface = data.surface.upgrade().ok();
-        if let Err(error) = protocol::check_surface_alive(surface.is_some(), request, point.point) {
+        if let Err(error) = protocol::check_surface_alive(surface.is_some(), request, point) {
             raise(state, client, object, error);
             return;
         }
         let Some(surface) = surface else { return };
         SurfaceBooks::with(&surface, |books| match request {
-            PointRequest::SetAcquirePoint => books.pending_acquire = Some(point),
+            PointRequest::SetAcquirePoint => {
+                books.pending_acquire = Some(ClientPoint {
+                    timeline: timeline.timeline.clone(),
+                    point,
+                })
+            }
             PointRequest::SetReleasePoint => {
-                // A release point replaced before any commit used it is nobody's to read.
+                // Owed on its timeline from now on. A release point replaced before any commit
+                // used it is nobody's to read.
+                let point = ReleasePoint::new(&timeline.releases, point);
                 if let Some(replaced) = books.pending_release.replace(point) {
-                    replaced.signal_now();
+                    replaced.signal_unread();
                 }
             }
         });

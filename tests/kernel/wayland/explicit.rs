@@ -3,7 +3,7 @@
 //! release point comes from the renderer's read fence — and always comes.
 
 use std::os::fd::AsFd;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use fencebridge::fence::{dmabuf, Access};
 use fencebridge::producer::{VgemBuffer, VgemFence};
@@ -17,7 +17,7 @@ use wayland_protocols::wp::linux_drm_syncobj::v1::client::{
 };
 
 use super::harness::{Harness, TestClient};
-use super::{applied, key};
+use super::{applied, becomes_signalled, key};
 use crate::support::{kernel, pending_fence, signalled, timeline_device, vgem, QUIET, WAKE};
 
 /// An explicit-sync client: a surface with its syncobj object and two buffers, each with its
@@ -89,18 +89,6 @@ impl Explicit {
     fn released(&self, i: usize) -> bool {
         self.timeline(i).is_signalled(2).unwrap()
     }
-}
-
-/// Waits (sleeping, off any loop) until `point` signals or `limit` passes.
-fn becomes_signalled(timeline: &Timeline, point: u64, limit: Duration) -> bool {
-    let end = Instant::now() + limit;
-    while !timeline.is_signalled(point).unwrap() {
-        if Instant::now() > end {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    true
 }
 
 #[test]
