@@ -23,12 +23,18 @@ use smithay::backend::allocator::dmabuf::Dmabuf;
 use smithay::backend::allocator::Buffer as _;
 use smithay::reexports::calloop::channel::{self, Channel};
 
-use crate::render::{Canvas, PixelFormat, Plane, SourceImage};
+use crate::render::{Canvas, PixelFormat, Placement, Plane, SourceImage};
 
-/// What one client buffer contributes to a frame.
-pub enum Layer {
+/// What one surface contributes to a frame: its buffer's contents, and where it goes.
+pub struct Layer {
+    pub contents: Contents,
+    pub placement: Placement,
+}
+
+/// A surface's buffer as the worker reads it.
+pub enum Contents {
     /// A dma-buf, read by the worker.
-    Dmabuf { buffer: Dmabuf, x: u32 },
+    Dmabuf(Dmabuf),
     /// Pixels already copied out of a wl_shm pool on the loop thread.
     Pixels {
         format: PixelFormat,
@@ -36,8 +42,9 @@ pub enum Layer {
         height: u32,
         stride: usize,
         bytes: Vec<u8>,
-        x: u32,
     },
+    /// A wp_single_pixel_buffer_v1's colour, premultiplied ARGB8888.
+    Solid(u32),
 }
 
 /// A frame to draw: a background, then the layers in order.
@@ -74,6 +81,7 @@ impl SoftGpu {
                 for (job, mut canvas) in queue {
                     let started = Instant::now();
                     let errors = draw(&mut canvas, &job);
+                    tracing::debug!("soft-gpu: frame drawn in {:?}", started.elapsed());
                     thread::sleep(min_frame.saturating_sub(started.elapsed()));
                     if let Some(fence) = job.done {
                         if let Err(e) = fence.signal() {
@@ -130,19 +138,26 @@ fn read_fence(vgem: &Vgem) -> fencebridge::Result<(VgemFence, SyncFile)> {
 fn draw(canvas: &mut Canvas, job: &Job) -> Vec<String> {
     canvas.clear(job.background);
     let mut errors = Vec::new();
-    for layer in &job.layers {
-        let drawn = match layer {
-            Layer::Dmabuf { buffer, x } => draw_dmabuf(canvas, buffer, *x),
-            Layer::Pixels {
+    for Layer {
+        contents,
+        placement,
+    } in &job.layers
+    {
+        let drawn = match contents {
+            Contents::Dmabuf(buffer) => draw_dmabuf(canvas, buffer, placement),
+            Contents::Pixels {
                 format,
                 width,
                 height,
                 stride,
                 bytes,
-                x,
             } => SourceImage::new(*format, *width, *height, &[Plane::new(bytes, 0, *stride)])
-                .map(|image| canvas.blit(&image, *x as i32, 0))
+                .map(|image| canvas.draw(&image, placement))
                 .map_err(|e| e.to_string()),
+            Contents::Solid(argb) => {
+                canvas.draw_solid(*argb, placement);
+                Ok(())
+            }
         };
         if let Err(e) = drawn {
             errors.push(e);
@@ -151,7 +166,7 @@ fn draw(canvas: &mut Canvas, job: &Job) -> Vec<String> {
     errors
 }
 
-fn draw_dmabuf(canvas: &mut Canvas, dmabuf: &Dmabuf, x: u32) -> Result<(), String> {
+fn draw_dmabuf(canvas: &mut Canvas, dmabuf: &Dmabuf, placement: &Placement) -> Result<(), String> {
     let size = dmabuf.size();
     let format = PixelFormat::from_fourcc(dmabuf.format().code as u32)
         .ok_or_else(|| format!("format {:?} not shown", dmabuf.format().code))?;
@@ -167,10 +182,11 @@ fn draw_dmabuf(canvas: &mut Canvas, dmabuf: &Dmabuf, x: u32) -> Result<(), Strin
         .collect();
     let image = SourceImage::new(format, size.w as u32, size.h as u32, &planes)
         .map_err(|e| e.to_string())?;
-    canvas.blit(&image, x as i32, 0);
-    if dmabuf.y_inverted() {
-        canvas.flip_vertically(x, 0, image.width(), image.height());
-    }
+    let placement = Placement {
+        y_inverted: dmabuf.y_inverted(),
+        ..*placement
+    };
+    canvas.draw(&image, &placement);
     Ok(())
 }
 

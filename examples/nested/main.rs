@@ -139,7 +139,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let backend = start_backend(&args, &event_loop)?;
     let windowed = matches!(backend, Backend::Window(_));
     let size = backend.size().unwrap_or(args.size);
-    let mut state = Nested::new(&dh, event_loop.handle(), !args.no_bridge, backend, size);
+    let frame_interval = Duration::from_secs(1) / args.fps.max(1);
+    let mut state = Nested::new(
+        &dh,
+        event_loop.handle(),
+        !args.no_bridge,
+        backend,
+        (size, frame_interval),
+    );
     state.screen.keep_canvas = args.png.is_some();
     let (width, height) = state.screen.size();
     let backend = state.screen.backend.name();
@@ -206,7 +213,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .handle()
         .insert_source(Timer::from_duration(frame), move |_, _, state| {
             let run = &mut *timer_run.borrow_mut();
-            screen::start_frame(state, started.elapsed());
+            screen::start_frame(state);
             let late = run
                 .deadline
                 .is_some_and(|deadline| Instant::now() >= deadline);
