@@ -7,6 +7,7 @@
 //! `cargo xtask test` builds the examples before it boots the VM and installs weston and grim.
 
 mod clients;
+mod players;
 mod real_clients;
 
 use std::path::Path;
