@@ -34,11 +34,7 @@ use smithay::reexports::calloop::{Interest, Mode, PostAction};
 use wayland_client::protocol::{wl_buffer::WlBuffer, wl_surface::WlSurface};
 use wayland_protocols::wp::linux_dmabuf::zv1::client::zwp_linux_buffer_params_v1;
 
-#[allow(dead_code)]
-#[path = "../tests/kernel/wayland/harness.rs"]
-mod harness;
-
-use harness::{hi_lo, Blocking, Harness, TestClient, XRGB};
+use fencebridge_testkit::harness::{hi_lo, Blocking, Harness, TestClient, XRGB};
 
 // ------------------------------------------------------------------ heap accounting
 

@@ -121,8 +121,9 @@ impl DrmNode {
         self.get_driver_capability(cap).is_ok_and(|v| v != 0)
     }
 
-    /// Whether the kernel has `DRM_IOCTL_SYNCOBJ_EVENTFD` (6.6+): asked for handle 0, which
-    /// never exists, a kernel that knows the ioctl answers ENOENT.
+    /// Whether the kernel has `DRM_IOCTL_SYNCOBJ_EVENTFD` (6.6+): asked for a handle that does
+    /// not exist (`u32::MAX`), a kernel that knows the ioctl answers ENOENT (one that does not,
+    /// EINVAL).
     pub fn has_syncobj_eventfd(&self) -> bool {
         let Ok(efd) = rustix::event::eventfd(0, rustix::event::EventfdFlags::CLOEXEC) else {
             return false;

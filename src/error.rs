@@ -87,8 +87,9 @@ impl Error {
     }
 }
 
-/// What kind of file an fd is, asked only on error paths (to turn ENOTTY/EINVAL into a clear
-/// error): a dma-buf lives on the dma-buf pseudo filesystem, a sync_file is an anon inode.
+/// What kind of file an fd is: asked to turn ENOTTY/EINVAL into a clear error, and to confirm
+/// that a file which polls ready is a dma-buf (any file polls ready; one `fstatfs`, no ioctl).
+/// A dma-buf lives on the dma-buf pseudo filesystem, a sync_file is an anon inode.
 pub(crate) fn file_kind(fd: BorrowedFd<'_>) -> FileKind {
     const DMA_BUF_MAGIC: i64 = 0x444d_4142;
     // `f_type` is an i64 here but a narrower integer on other architectures.

@@ -12,8 +12,12 @@
 //! - [`caps`]: what this machine supports, with reasons;
 //! - [`source`]: calloop event sources for fences and timeline points;
 //! - [`producer`]: dma-buf producers (dma-heap, udmabuf, vgem) for calibration, tools and tests;
-//! - [`v4l2`]: a checker for V4L2 capture devices as a compositor sees their frames (on top of
-//!   all of the above; `fencebridge v4l2`).
+//! - [`bridge`]: the policy, pure and host-tested: what each commit waits for, hands on,
+//!   publishes and how it is released;
+//! - `wayland` (feature `smithay`): the smithay integration, executing `bridge`'s plans.
+//!
+//! The command-line tool and its V4L2 checker are the `fencebridge-cli` package (`cli/`), on
+//! top of this crate's public API. docs/architecture.md says which module decides what.
 //!
 //! # How to use
 //! ```no_run
@@ -41,7 +45,6 @@ pub mod producer;
 pub mod source;
 pub mod sys;
 pub mod timeline;
-pub mod v4l2;
 #[cfg(feature = "smithay")]
 pub mod wayland;
 

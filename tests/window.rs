@@ -5,15 +5,10 @@
 //!
 //! `cargo xtask test` builds the examples first and installs xvfb, x11-apps (xwd) and Mesa.
 
-// Shared with the kernel suite; this test reads less of a run (no last frame).
-#[allow(dead_code)]
-#[path = "common/nested.rs"]
-mod harness;
-
 use std::path::Path;
 use std::process::Command;
 
-use harness::{built, count, scratch};
+use fencebridge_testkit::nested::{self, built, count, scratch};
 
 /// fbclient's tag: its colours have this red byte (nested's background has 0x20, X's root 0).
 const TAG: u8 = 5;
@@ -46,7 +41,7 @@ fn a_window_shows_a_cpu_client_upright_and_releases_its_buffers() {
         .arg(built("nested"))
         .env_remove("WAYLAND_DISPLAY");
     let clients = [fbclient, format!("sh {}", shot.display())];
-    let run = harness::run(xvfb, &dir, 60, &["--backend", "winit"], &clients);
+    let run = nested::run(xvfb, &dir, 60, &["--backend", "winit"], &clients);
     assert_eq!(run.report["backend"], "winit", "{}", run.report);
 
     // Every frame shown, right side up, and the client got its buffers back (it has two).

@@ -3,7 +3,7 @@
 //!
 //! A GPU driver puts a write fence on the dma-buf for every frame and makes its next write wait
 //! for the compositor's read fence. A V4L2 decoder, a CPU-filled udmabuf or some drivers do
-//! neither (DESIGN.md §3: vivid exports the kernel's stub even while the buffer is being
+//! neither (docs/kernel-facts.md: vivid exports the kernel's stub even while the buffer is being
 //! filled, and ignores fences imported into it). Such a producer must not get its buffer back
 //! before the compositor's reads are done, or it overwrites what is being shown.
 //!
@@ -30,7 +30,7 @@
 //!   comes from a second producer in the same client (a GL interface around V4L2 video), and
 //!   the non-fencing one still needs the deferred release.
 //!
-//! One classifier per client, as DESIGN.md has it. A client that mixes producers on different
+//! One classifier per client (docs/decisions.md). A client that mixes producers on different
 //! surfaces is classified by whichever shows first; key classifiers per surface where that
 //! matters (the classifier does not care what it is kept for).
 //!

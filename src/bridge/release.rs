@@ -2,7 +2,7 @@
 //! compositor holds and what it owes for it (a release point to signal, a `wl_buffer.release`
 //! to send), discharged exactly once whatever happens — a new commit, the surface's death, the
 //! client's disconnection. A release point never signalled stalls the client forever
-//! (DESIGN.md §4); one signalled twice, or too early, lets it overwrite what is being shown.
+//! (docs/decisions.md, "Release"); one signalled twice, or too early, lets it overwrite what is being shown.
 //!
 //! Deferral is carried by the actions, not by the books: an obligation is discharged when the
 //! buffer leaves the surface, as an action that says which read fence to wait for first

@@ -55,7 +55,7 @@ pub enum FenceState {
     Signalled,
     /// The kernel's stub: the dma-buf held no unsignalled fence when exported. The kernel skips
     /// signalled fences, so "never fenced" and "fenced, already done" both read like this
-    /// (DESIGN.md §3). Commit after commit, it is the mark of a producer that does not fence
+    /// (docs/kernel-facts.md). Commit after commit, it is the mark of a producer that does not fence
     /// (V4L2/vb2, CPU-filled buffers, some drivers) — or one that never needs waiting for.
     NoFence,
 }

@@ -1,7 +1,7 @@
 //! Recognising the kernel's stub fence: what EXPORT_SYNC_FILE returns for a buffer that holds
 //! no fence. Up to 6.12 it names itself "stub"; on 7.x every signalled fence is renamed
 //! ("detached-driver"/"signaled-timeline"), but the stub keeps one timestamp for the life of the
-//! kernel, so one export from a buffer that never had a fence calibrates it (DESIGN.md §3).
+//! kernel, so one export from a buffer that never had a fence calibrates it (docs/kernel-facts.md).
 
 use std::os::fd::{AsFd, BorrowedFd};
 

@@ -8,7 +8,8 @@
 //! The DRM syncobj ioctls other than `FD_TO_HANDLE` come from the `drm` crate; that one is ours
 //! because drm 0.14.1 sends handle 0 with `IMPORT_SYNC_FILE` (the kernel then says ENOENT).
 //!
-//! The V4L2 ioctls (capture devices, their MMAP buffers exported as dma-bufs) are in [`v4l2`].
+//! Tools built on this crate issue their own ioctls through [`call`] too, so that one counter
+//! covers the process (the CLI's V4L2 layer does).
 //!
 //! # How to use
 //! ```no_run
@@ -27,8 +28,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use rustix::io::Result;
 use rustix::ioctl::{self, opcode, Ioctl, Opcode, Setter, Updater};
 
-pub mod v4l2;
-
 static IOCTLS: AtomicU64 = AtomicU64::new(0);
 
 /// How many ioctls this process has issued through this module (all threads).
@@ -42,12 +41,13 @@ pub(crate) fn count_foreign_ioctl() {
     IOCTLS.fetch_add(1, Ordering::Relaxed);
 }
 
-/// Issues one ioctl and counts it.
+/// Issues one ioctl and counts it: every ioctl of this crate goes through here, and tools built
+/// on it (the CLI's V4L2 uAPI) use it for theirs, so that [`ioctl_count`] covers them all.
 ///
 /// # Safety
 /// `req` must be built with an opcode whose argument type is exactly the type the kernel
 /// expects for that request (the caller proves it at each call site).
-unsafe fn call<I: Ioctl>(fd: BorrowedFd<'_>, req: I) -> Result<I::Output> {
+pub unsafe fn call<I: Ioctl>(fd: BorrowedFd<'_>, req: I) -> Result<I::Output> {
     IOCTLS.fetch_add(1, Ordering::Relaxed);
     // SAFETY: forwarded from this function's contract.
     unsafe { ioctl::ioctl(fd, req) }
@@ -63,7 +63,7 @@ unsafe fn own(raw: RawFd) -> OwnedFd {
 }
 
 /// A fixed-size, NUL-padded name the kernel filled (driver, timeline, card names), as text.
-pub(crate) fn c_name(bytes: &[u8]) -> String {
+pub fn c_name(bytes: &[u8]) -> String {
     let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
     String::from_utf8_lossy(&bytes[..end]).into_owned()
 }

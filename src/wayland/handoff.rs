@@ -27,7 +27,9 @@ pub struct HandoffPoint {
 
 /// The fence the contents of `surface`'s current buffer were ready at: the snapshot of an
 /// implicit client's write fences, or an explicit client's acquire point as a sync_file.
-/// `None` when the commit had nothing to wait for (the contents were ready at commit). The
+/// `None` when there is no fence to give: an implicit client's buffer had nothing pending at
+/// commit (nothing was exported), the buffer is not a dma-buf, or the export failed (logged);
+/// an explicit client's acquire point is exported even when it had already signalled. The
 /// bridge applied the commit only after this fence signalled, so a consumer that waits on it
 /// (a KMS plane's `IN_FENCE_FD`, a capture) never waits long; it is what such consumers need
 /// when they take a fence rather than trusting the order.
@@ -49,7 +51,8 @@ pub fn acquire_fence(surface: &WlSurface) -> Option<Arc<SyncFile>> {
 
 /// [`acquire_fence`] as a point on the compositor's own timeline (created on first use), for
 /// consumers that take timeline points (Vulkan, PipeWire's explicit sync). The same point is
-/// returned for the same commit. `Ok(None)`: nothing to wait for, or no syncobj device.
+/// returned for the same commit. `Ok(None)`: no acquire fence (as [`acquire_fence`]), or no
+/// syncobj device.
 pub fn acquire_timeline_point(
     state: &mut FenceBridgeState,
     surface: &WlSurface,

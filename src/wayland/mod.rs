@@ -75,7 +75,7 @@
 //! fn frame_done(state: &mut State, surface: &WlSurface, read: Option<fencebridge::fence::SyncFile>) {
 //!     wayland::surface_read(state, surface, read);
 //! }
-//! //! ```
+//! ```
 
 use std::collections::HashMap;
 use std::time::Duration;

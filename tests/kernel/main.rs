@@ -3,16 +3,14 @@
 //! the VM; it is not built by a plain `cargo test` (it needs the VM's devices).
 #![deny(clippy::undocumented_unsafe_blocks)]
 
-mod support;
+use fencebridge_testkit::support;
 
 mod bad_input;
 mod dmabuf_fences;
 mod e2e;
 mod leaks;
-mod probe;
 mod producers;
 mod sources;
 mod stub;
 mod timeline;
-mod v4l2;
 mod wayland;

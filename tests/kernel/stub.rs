@@ -47,7 +47,7 @@ fn classifies_no_fence_signalled_and_pending() {
         real.fences
     );
 
-    // What the stub looks like on this kernel, as DESIGN.md §3 measured it.
+    // What the stub looks like on this kernel, as docs/kernel-facts.md has it.
     let fd = fencebridge::sys::dma_buf_export_sync_file(
         never.dmabuf(),
         fencebridge::sys::DMA_BUF_SYNC_READ,

@@ -7,7 +7,8 @@
 #                       dir, or empty), MODPARAMS_<module>, and `export`s of the guest's env
 #   /xtask/args       the command line, shell-quoted
 # It loads the modules, mounts the host's / read-only over 9p (tag hostroot), chroots into it,
-# runs the command there as root in CWD, prints KHARNESS_EXIT=<status> and powers off.
+# prints KHARNESS_STARTED (the guest is up: what follows is the run's), runs the command there
+# as root in CWD, prints KHARNESS_EXIT=<status> and powers off.
 /bin/busybox --install -s /bin
 export PATH=/bin
 mount -t devtmpfs dev /dev
@@ -53,6 +54,7 @@ fi
 echo "KHARNESS: host root mounted, up $(cut -d' ' -f1 /proc/uptime)s"
 
 eval "set -- $(cat /xtask/args)"
+echo "KHARNESS_STARTED"
 PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root \
   chroot $R /bin/sh -c 'cd "$0" || exit 126; exec "$@"' "$CWD" "$@"
 rc=$?

@@ -75,6 +75,9 @@ pub fn run(workspace: &Path, options: &Options) -> Result<bool> {
     let table = std::fs::read_to_string(out.join("results.md"))
         .context("the benchmark wrote no target/bench/results.md")?;
     println!("\n{table}");
+    if let Some(why) = &outcome.rebooted {
+        println!("the VM was booted twice: {why}");
+    }
     println!("results: {}", out.join("results.json").display());
     Ok(!table.contains("MISSED"))
 }

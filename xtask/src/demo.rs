@@ -74,6 +74,7 @@ pub fn run(workspace: &Path) -> Result<ExitCode> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     cmd::run(Command::new(cargo).current_dir(workspace).args([
         "build",
+        "--workspace",
         "--examples",
         "--bins",
         "--all-features",
@@ -136,6 +137,9 @@ pub fn run(workspace: &Path) -> Result<ExitCode> {
         &fs::read(out.join("report.json")).context("the compositor wrote no report")?,
     )?;
     let stale = print_report(&kernel.release, &report, &outcome.log);
+    if let Some(why) = &outcome.rebooted {
+        println!("the VM was booted twice: {why}");
+    }
     let files = [
         ("screenshot by grim, halfway (all clients)", "grim.png"),
         ("the compositor's last frame", "output.png"),

@@ -1,6 +1,6 @@
 //! The kernel matrix: stock Debian kernels, downloaded as .debs and unpacked in the cache.
 //!
-//! The kernel uAPI the crate uses differs across releases (DESIGN.md §3: syncobj on
+//! The kernel uAPI the crate uses differs across releases (docs/kernel-facts.md: syncobj on
 //! virtio_gpu, SYNCOBJ_EVENTFD, udmabuf...), so the kernel tests run on one kernel of each
 //! behaviour. Debian's kernels are the ones users run, and its archive is reachable from every
 //! machine of the project. Nothing is installed on the host: the packages are unpacked into

@@ -193,10 +193,11 @@ fn run_vm(args: VmArgs) -> Result<ExitCode> {
     Ok(match outcome.end {
         VmEnd::Exited(status) => {
             eprintln!(
-                "xtask vm: {} exited with {status} after {:.1} s on {}",
+                "xtask vm: {} exited with {status} after {:.1} s on {}{}",
                 program,
                 outcome.elapsed.as_secs_f64(),
-                kernel.release
+                kernel.release,
+                outcome.reboot_note()
             );
             ExitCode::from(u8::try_from(status).unwrap_or(1))
         }

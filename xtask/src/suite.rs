@@ -128,8 +128,19 @@ fn fetch_kernels(suites: &[&Suite]) -> Vec<(String, Result<Kernel>)> {
 const LINTS: [&str; 3] = [
     "fmt --all -- --check",
     "clippy --workspace --all-targets --all-features -- -D warnings",
-    // The kernel tests are not a default test target, so --all-targets skips them.
-    "clippy --test kernel --all-features -- -D warnings",
+    // The kernel tests (the library's and the CLI's) are not default test targets, so
+    // --all-targets skips them.
+    "clippy --workspace --test kernel --all-features -- -D warnings",
+];
+
+/// Builds what the end-to-end and window tests run: the `fencebridge` binary (the CLI package),
+/// the reference compositor and the test clients (examples of the library and of the CLI).
+const BUILD_PROGRAMS: [&str; 5] = [
+    "build",
+    "--workspace",
+    "--bins",
+    "--examples",
+    "--all-features",
 ];
 
 fn lint(cargo: &Cargo, report: &mut Report) {
@@ -145,7 +156,7 @@ fn lint(cargo: &Cargo, report: &mut Report) {
 fn host_tests(cargo: &Cargo) -> Verdict {
     let run = || -> Result<Verdict> {
         // The window backend's test runs the reference compositor and its test client.
-        cmd::run(&mut cargo.command(&["build", "--examples", "--all-features"]))?;
+        cmd::run(&mut cargo.command(&BUILD_PROGRAMS))?;
         let mut cargo_test = cargo.command(&["test", "--workspace", "--all-features"]);
         let mut child = cargo_test
             .stdout(Stdio::piped())
@@ -162,7 +173,7 @@ fn vm_tests(
     cargo: &Cargo,
     workspace: &Path,
     kernels: Vec<(String, Result<Kernel>)>,
-) -> Vec<(String, Verdict)> {
+) -> Vec<(String, KernelRun)> {
     step("building the kernel tests");
     let suite = kernel_suite(cargo);
     if let Err(err) = &suite {
@@ -171,40 +182,43 @@ fn vm_tests(
     kernels
         .into_iter()
         .map(|(label, kernel)| {
-            let verdict = match (&suite, kernel) {
-                (Err(_), _) => Verdict::DidNotRun("the kernel tests did not build".to_owned()),
-                (_, Err(err)) => Verdict::DidNotRun(format!("{err:#}")),
-                (Ok(exe), Ok(kernel)) => {
+            let run = match (&suite, kernel) {
+                (Err(_), _) => KernelRun::did_not_run("the kernel tests did not build".to_owned()),
+                (_, Err(err)) => KernelRun::did_not_run(format!("{err:#}")),
+                (Ok(exes), Ok(kernel)) => {
                     step(&format!("kernel tests on {label}"));
                     let log = workspace.join(format!("target/xtask/vm-{label}.log"));
-                    kernel_tests(&kernel, exe, workspace, log)
-                        .unwrap_or_else(|err| Verdict::DidNotRun(format!("{err:#}")))
+                    kernel_tests(&kernel, exes, workspace, log)
+                        .unwrap_or_else(|err| KernelRun::did_not_run(format!("{err:#}")))
                 }
             };
-            (label, verdict)
+            (label, run)
         })
         .collect()
 }
 
-/// Builds the kernel tests (and the `fencebridge` binary and the examples they run) and returns
-/// the test executable.
-fn kernel_suite(cargo: &Cargo) -> Result<PathBuf> {
-    // The end-to-end tests run the reference compositor and the test clients.
-    cmd::run(&mut cargo.command(&["build", "--examples", "--all-features"]))?;
+/// Builds the kernel tests of every package that has them (the library's and the CLI's), and
+/// the `fencebridge` binary and the examples they run, and returns the test executables.
+fn kernel_suite(cargo: &Cargo) -> Result<Vec<PathBuf>> {
+    // The end-to-end tests run the reference compositor, the test clients and the CLI.
+    cmd::run(&mut cargo.command(&BUILD_PROGRAMS))?;
     // json-render-diagnostics: cargo's messages on stdout, compiler errors readable on stderr
     let messages = cmd::output(&mut cargo.command(&[
         "test",
+        "--workspace",
         "--test",
         "kernel",
         "--all-features",
         "--no-run",
         "--message-format=json-render-diagnostics",
     ]))?;
-    test_executable(&messages, "kernel")
+    test_executables(&messages, "kernel")
 }
 
-/// The executable of the test target `target` in cargo's JSON messages.
-fn test_executable(messages: &str, target: &str) -> Result<PathBuf> {
+/// The executables of the test targets named `target` (one per package) in cargo's JSON
+/// messages.
+fn test_executables(messages: &str, target: &str) -> Result<Vec<PathBuf>> {
+    let mut exes = Vec::new();
     for line in messages.lines() {
         let Ok(message) = serde_json::from_str::<serde_json::Value>(line) else {
             continue;
@@ -214,17 +228,64 @@ fn test_executable(messages: &str, target: &str) -> Result<PathBuf> {
             && message["profile"]["test"] == true
         {
             if let Some(exe) = message["executable"].as_str() {
-                return Ok(PathBuf::from(exe));
+                exes.push(PathBuf::from(exe));
             }
         }
     }
-    bail!("cargo built no test executable for `{target}`")
+    if exes.is_empty() {
+        bail!("cargo built no test executable for `{target}`")
+    }
+    Ok(exes)
 }
 
-/// Boots `kernel` and runs the kernel tests in it, one at a time (they share the devices).
-fn kernel_tests(kernel: &Kernel, exe: &Path, workspace: &Path, log: PathBuf) -> Result<Verdict> {
-    let mut run = VmRun::new(exe)?;
-    run.args = vec!["--test-threads=1".to_owned()];
+/// Runs each test executable in turn, one test at a time (they share the devices), and exits
+/// non-zero if any failed: a `sh -c` script for the guest, so that all run in one boot.
+const RUN_ALL: &str = "status=0
+for exe; do
+  echo \"running $exe\"
+  \"$exe\" --test-threads=1 || status=1
+done
+exit $status";
+
+/// What one kernel's boot came to.
+#[derive(Debug, PartialEq, Eq)]
+struct KernelRun {
+    verdict: Verdict,
+    /// Empty, or why the first boot was discarded ([`vm::VmOutcome::reboot_note`]).
+    reboot_note: String,
+}
+
+impl KernelRun {
+    fn did_not_run(why: String) -> Self {
+        Self {
+            verdict: Verdict::DidNotRun(why),
+            reboot_note: String::new(),
+        }
+    }
+}
+
+impl fmt::Display for KernelRun {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "{}{}", self.verdict, self.reboot_note)
+    }
+}
+
+/// Boots `kernel` and runs all the kernel tests in it.
+fn kernel_tests(
+    kernel: &Kernel,
+    exes: &[PathBuf],
+    workspace: &Path,
+    log: PathBuf,
+) -> Result<KernelRun> {
+    let mut run = VmRun::new("sh")?;
+    run.args = ["-c", RUN_ALL, "sh"].map(str::to_owned).to_vec();
+    for exe in exes {
+        run.args.push(
+            exe.to_str()
+                .with_context(|| format!("not UTF-8: {}", exe.display()))?
+                .to_owned(),
+        );
+    }
     run.cwd = workspace.to_owned();
     run.env.insert("FENCEBRIDGE_VM".to_owned(), "1".to_owned());
     run.env.insert("RUST_BACKTRACE".to_owned(), "1".to_owned());
@@ -241,13 +302,17 @@ fn kernel_tests(kernel: &Kernel, exe: &Path, workspace: &Path, log: PathBuf) -> 
         outcome.elapsed.as_secs_f64(),
         log.display()
     );
-    Ok(match outcome.end {
+    let verdict = match outcome.end {
         VmEnd::Exited(status) => Verdict::of(&outcome.log, status == 0),
         VmEnd::TimedOut => Verdict::DidNotRun(format!(
             "the VM timed out after {} s",
             run.timeout.as_secs()
         )),
         VmEnd::NoMarker => Verdict::DidNotRun("the VM stopped before the tests ended".to_owned()),
+    };
+    Ok(KernelRun {
+        verdict,
+        reboot_note: outcome.reboot_note(),
     })
 }
 
@@ -396,7 +461,7 @@ fn strip_ansi(line: &str) -> String {
 struct Report {
     /// Steps that failed outright, with why.
     failed_steps: Vec<(String, String)>,
-    kernels: Vec<(String, Verdict)>,
+    kernels: Vec<(String, KernelRun)>,
     host: Option<Verdict>,
 }
 
@@ -410,7 +475,10 @@ impl Report {
     }
 
     fn verdicts(&self) -> impl Iterator<Item = &Verdict> {
-        self.kernels.iter().map(|(_, v)| v).chain(&self.host)
+        self.kernels
+            .iter()
+            .map(|(_, run)| &run.verdict)
+            .chain(&self.host)
     }
 
     fn total(&self) -> Counts {
@@ -430,8 +498,8 @@ impl Report {
 
     fn print(&self) {
         println!();
-        for (label, verdict) in &self.kernels {
-            if let Verdict::Ran { skips, .. } = verdict {
+        for (label, run) in &self.kernels {
+            if let Verdict::Ran { skips, .. } = &run.verdict {
                 for (test, reason) in skips {
                     println!("skipped on {label}: {test}: {reason}");
                 }
@@ -440,8 +508,8 @@ impl Report {
         for (step, why) in &self.failed_steps {
             println!("step failed: {step}: {why}");
         }
-        for (label, verdict) in &self.kernels {
-            println!("kernel {label}: {verdict}");
+        for (label, run) in &self.kernels {
+            println!("kernel {label}: {run}");
         }
         if let Some(host) = &self.host {
             println!("host: {host}");
@@ -509,7 +577,7 @@ mod tests {
         let mut report = Report::default();
         report.kernels.push((
             "7.2.12+deb13-amd64".to_owned(),
-            Verdict::DidNotRun("the VM timed out after 300 s".to_owned()),
+            KernelRun::did_not_run("the VM timed out after 300 s".to_owned()),
         ));
         report.host = Some(Verdict::of(
             "test result: ok. 20 passed; 0 failed; 0 ignored\n",
@@ -521,14 +589,53 @@ mod tests {
     }
 
     #[test]
-    fn the_test_executable_is_found_in_cargo_messages() {
+    fn every_package_s_kernel_tests_are_found_in_cargo_messages() {
         let messages = r#"{"reason":"compiler-artifact","target":{"name":"fencebridge"},"profile":{"test":false},"executable":"/t/debug/fencebridge"}
 {"reason":"compiler-artifact","target":{"name":"kernel"},"profile":{"test":true},"executable":"/t/debug/deps/kernel-0123"}
+{"reason":"compiler-artifact","target":{"name":"kernel"},"profile":{"test":true},"executable":"/t/debug/deps/kernel-4567"}
 {"reason":"build-finished","success":true}"#;
         assert_eq!(
-            test_executable(messages, "kernel").unwrap(),
-            Path::new("/t/debug/deps/kernel-0123")
+            test_executables(messages, "kernel").unwrap(),
+            [
+                Path::new("/t/debug/deps/kernel-0123"),
+                Path::new("/t/debug/deps/kernel-4567")
+            ]
         );
-        assert!(test_executable(messages, "other").is_err());
+        assert!(test_executables(messages, "other").is_err());
+    }
+
+    #[test]
+    fn all_kernel_test_executables_run_and_any_failure_fails_the_boot() {
+        let run = |exes: &[&str]| {
+            Command::new("sh")
+                .args(["-c", RUN_ALL, "sh"])
+                .args(exes)
+                .output()
+                .unwrap()
+        };
+        let all = run(&["true", "false", "true"]);
+        let out = String::from_utf8(all.stdout).unwrap();
+        assert_eq!(out, "running true\nrunning false\nrunning true\n");
+        assert!(!all.status.success());
+        assert!(run(&["true", "true"]).status.success());
+    }
+
+    #[test]
+    fn a_second_boot_is_said_in_the_kernel_s_summary_line() {
+        let outcome = vm::VmOutcome {
+            end: VmEnd::Exited(0),
+            log: "test result: ok. 2 passed; 0 failed; 0 ignored\n".to_owned(),
+            elapsed: std::time::Duration::from_secs(8),
+            rebooted: Some("the first boot died before the guest started".to_owned()),
+        };
+        let run = KernelRun {
+            verdict: Verdict::of(&outcome.log, true),
+            reboot_note: outcome.reboot_note(),
+        };
+        assert_eq!(
+            run.to_string(),
+            "2 passed, 0 failed, 0 skipped (booted twice: the first boot died before the guest \
+             started)"
+        );
     }
 }

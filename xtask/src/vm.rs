@@ -3,9 +3,15 @@
 //! The guest mounts the host's `/` read-only over virtio-9p and chroots into it, so the
 //! dynamically linked programs of the host (cargo test binaries, the compositor, Debian's own
 //! Wayland clients) run there unchanged, against the guest kernel's vgem, virtio_gpu, udmabuf
-//! and vivid. The program's exit status comes back as a `KHARNESS_EXIT=<n>` line on the serial
-//! console, which is also the program's stdout and stderr. KVM is not available on the
-//! project's machines: qemu emulates (TCG), about 4 s a boot.
+//! and vivid. The guest says `KHARNESS_STARTED` on the serial console just before it starts the
+//! program, and the program's exit status comes back as a `KHARNESS_EXIT=<n>` line; the
+//! console is also the program's stdout and stderr. KVM is not available on the project's
+//! machines: qemu emulates (TCG), about 4 s a boot.
+//!
+//! A boot that dies (or hangs) before the guest started the program is booted again, once:
+//! emulated kernels rarely oops in early boot (seen once in about fifteen boots of 7.3.4 under
+//! TCG), and nothing of the project has run by then. Once the program started, a crash is the
+//! run's own failure, never retried.
 
 use std::collections::BTreeMap;
 use std::env;
@@ -40,6 +46,8 @@ pub const DEFAULT_MODPARAMS: [(&str, &str); 1] = [(
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
 
 const EXIT_MARKER: &str = "KHARNESS_EXIT=";
+/// Printed by the guest's `/init` just before it runs the program.
+const STARTED_MARKER: &str = "KHARNESS_STARTED";
 
 /// qemu's settings for every boot: emulation (no KVM on the project's machines), the
 /// machine's 2 cores, a 2D virtio GPU (the guest's virtio_gpu DRM device), no network, and
@@ -118,6 +126,60 @@ pub struct VmOutcome {
     pub log: String,
     /// From starting qemu to its end.
     pub elapsed: Duration,
+    /// Why the first boot was discarded, when the run was booted a second time.
+    pub rebooted: Option<String>,
+}
+
+impl VmOutcome {
+    /// ` (booted twice: why)` when the first boot was discarded, for a run's summary line.
+    pub fn reboot_note(&self) -> String {
+        self.rebooted
+            .as_ref()
+            .map_or_else(String::new, |why| format!(" (booted twice: {why})"))
+    }
+}
+
+/// One boot, as the retry decision sees it.
+pub struct Boot {
+    pub end: VmEnd,
+    /// The console output, harness notes included.
+    pub log: String,
+    pub elapsed: Duration,
+}
+
+/// Why a boot should be done again, if it should: it died or hung before the guest said it
+/// started the program. A guest that started and then crashed, or that ended with an exit
+/// status of its own (even before starting: its set-up failed and said why), is the run's
+/// result.
+fn bad_boot(boot: &Boot) -> Option<&'static str> {
+    let started = boot.log.contains(STARTED_MARKER);
+    match boot.end {
+        _ if started => None,
+        VmEnd::Exited(_) => None,
+        VmEnd::NoMarker => Some("the first boot died before the guest started"),
+        VmEnd::TimedOut => Some("the first boot hung before the guest started"),
+    }
+}
+
+/// Boots with `boot` (given the attempt, 1 or 2) until a boot is not bad, twice at most.
+fn boot_until_started(mut boot: impl FnMut(u32) -> Result<Boot>) -> Result<VmOutcome> {
+    let first = boot(1)?;
+    let Some(why) = bad_boot(&first) else {
+        return Ok(VmOutcome {
+            end: first.end,
+            log: first.log,
+            elapsed: first.elapsed,
+            rebooted: None,
+        });
+    };
+    eprintln!("xtask vm: {why}; booting again (once)");
+    let second = boot(2)?;
+    Ok(VmOutcome {
+        end: second.end,
+        log: second.log,
+        elapsed: first.elapsed + second.elapsed,
+        rebooted: Some(why.to_owned()),
+    })
 }
 
 /// Boots `kernel` and runs `run` in it. An error means the run could not be started (no qemu,
@@ -154,7 +216,26 @@ pub fn run(kernel: &Kernel, run: &VmRun) -> Result<VmOutcome> {
         RUNS.fetch_add(1, Ordering::Relaxed)
     ));
     fs::write(&initrd, &initramfs.image)?;
-    let result = boot(kernel, run, &initrd, share.as_deref(), &initramfs.notes);
+    let log = match &run.log {
+        Some(path) => {
+            if let Some(dir) = path.parent() {
+                fs::create_dir_all(dir)?;
+            }
+            Some(File::create(path).with_context(|| format!("cannot create {}", path.display()))?)
+        }
+        None => None,
+    };
+    let result = boot_until_started(|attempt| {
+        let mut notes = initramfs.notes.clone();
+        if attempt > 1 {
+            notes.push(format!(
+                "boot {attempt}: the one before died before the guest started"
+            ));
+        }
+        // a clone shares the file's offset: each boot appends to the same log
+        let log = log.as_ref().map(File::try_clone).transpose()?;
+        boot(kernel, run, &initrd, share.as_deref(), &notes, log)
+    });
     let _ = fs::remove_file(&initrd);
     result
 }
@@ -200,23 +281,16 @@ fn guest_settings(
     Ok((conf, args))
 }
 
-/// Starts qemu and follows the console until qemu ends or the run times out.
+/// Starts qemu and follows the console until qemu ends or the run times out; the console goes
+/// to `log` too (after what earlier boots of the run wrote there).
 fn boot(
     kernel: &Kernel,
     run: &VmRun,
     initrd: &Path,
     share: Option<&Path>,
     notes: &[String],
-) -> Result<VmOutcome> {
-    let mut log = match &run.log {
-        Some(path) => {
-            if let Some(dir) = path.parent() {
-                fs::create_dir_all(dir)?;
-            }
-            Some(File::create(path).with_context(|| format!("cannot create {}", path.display()))?)
-        }
-        None => None,
-    };
+    mut log: Option<File>,
+) -> Result<Boot> {
     let mut head = String::new();
     for note in notes {
         head += &format!("KHARNESS: {note}\n");
@@ -264,7 +338,7 @@ fn boot(
     } else {
         exit_status(&console).map_or(VmEnd::NoMarker, VmEnd::Exited)
     };
-    Ok(VmOutcome {
+    Ok(Boot {
         end,
         log: head + &console,
         elapsed,
@@ -337,6 +411,65 @@ mod tests {
         let console = "KHARNESS_EXIT=3 is not alone\nKHARNESS_EXIT=1\nout\n KHARNESS_EXIT=0 \n";
         assert_eq!(exit_status(console), Some(0));
         assert_eq!(exit_status("KHARNESS: done\n"), None);
+    }
+
+    /// Boots that end as `ends` say, one per attempt; returns the outcome and how many booted.
+    fn boots(ends: &[(VmEnd, &str)]) -> (VmOutcome, usize) {
+        let mut booted = 0;
+        let outcome = boot_until_started(|attempt| {
+            assert_eq!(attempt as usize, booted + 1);
+            let (end, log) = ends[booted];
+            booted += 1;
+            Ok(Boot {
+                end,
+                log: log.to_owned(),
+                elapsed: Duration::from_secs(4),
+            })
+        })
+        .unwrap();
+        (outcome, booted)
+    }
+
+    const OOPS: &str = "KHARNESS: kernel modules...\nOops: int3 in sched_clock_cpu\n";
+    const RAN: &str = "KHARNESS_STARTED\ntest result: ok. 1 passed\nKHARNESS_EXIT=0\n";
+
+    #[test]
+    fn a_boot_that_dies_before_the_guest_started_is_booted_again_once() {
+        let (outcome, booted) = boots(&[(VmEnd::NoMarker, OOPS), (VmEnd::Exited(0), RAN)]);
+        assert_eq!(booted, 2);
+        assert_eq!(outcome.end, VmEnd::Exited(0));
+        assert_eq!(outcome.log, RAN);
+        assert_eq!(outcome.elapsed, Duration::from_secs(8));
+        assert_eq!(
+            outcome.rebooted.as_deref(),
+            Some("the first boot died before the guest started")
+        );
+        // a hang in early boot too
+        let (outcome, booted) = boots(&[(VmEnd::TimedOut, OOPS), (VmEnd::Exited(0), RAN)]);
+        assert_eq!((booted, outcome.end), (2, VmEnd::Exited(0)));
+        // but only once: a second bad boot is the run's result
+        let (outcome, booted) = boots(&[(VmEnd::NoMarker, OOPS), (VmEnd::NoMarker, OOPS)]);
+        assert_eq!((booted, outcome.end), (2, VmEnd::NoMarker));
+    }
+
+    #[test]
+    fn a_crash_after_the_guest_started_is_a_failure_not_retried() {
+        let crashed = "KHARNESS_STARTED\nrunning kernel-0123\nKernel panic\n";
+        let (outcome, booted) = boots(&[(VmEnd::NoMarker, crashed), (VmEnd::Exited(0), RAN)]);
+        assert_eq!((booted, outcome.end), (1, VmEnd::NoMarker));
+        assert_eq!(outcome.rebooted, None);
+        let (outcome, booted) = boots(&[(VmEnd::TimedOut, crashed)]);
+        assert_eq!((booted, outcome.end), (1, VmEnd::TimedOut));
+        // a guest whose set-up failed said so with its own exit status: not a bad boot
+        let setup = "KHARNESS: mount hostroot failed\nKHARNESS_EXIT=126\n";
+        let (outcome, booted) = boots(&[(VmEnd::Exited(126), setup)]);
+        assert_eq!((booted, outcome.end), (1, VmEnd::Exited(126)));
+        // and a good first boot is the only one
+        let (outcome, booted) = boots(&[(VmEnd::Exited(1), RAN)]);
+        assert_eq!(
+            (booted, outcome.end, outcome.rebooted),
+            (1, VmEnd::Exited(1), None)
+        );
     }
 
     #[test]

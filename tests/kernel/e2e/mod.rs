@@ -13,8 +13,7 @@ mod real_clients;
 use std::path::Path;
 use std::process::Command;
 
-#[path = "../../common/nested.rs"]
-mod harness;
+use fencebridge_testkit::nested as harness;
 pub use harness::{built, count, scratch, Run};
 
 /// Runs the headless compositor: `nested --backend headless ARGS --client C...` until its

@@ -5,7 +5,7 @@ use serde_json::Value;
 
 use super::{differing_pixels, nested, read_png, scratch};
 use crate::support::kernel;
-use crate::v4l2::vivid_capture;
+use fencebridge_testkit::vivid::vivid_capture;
 
 /// A shell script for `nested --client` (which splits its argument at spaces).
 fn script(dir: &std::path::Path, name: &str, body: &str) -> String {

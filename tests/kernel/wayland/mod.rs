@@ -1,7 +1,7 @@
 //! The smithay module end to end: a compositor built from `fencebridge::wayland` and real
 //! Wayland clients over sockets, with real fences (vgem) and timelines (virtio_gpu).
 
-mod harness;
+use fencebridge_testkit::harness;
 
 mod explicit;
 mod fuzz;

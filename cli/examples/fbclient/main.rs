@@ -49,10 +49,8 @@ mod pixels;
 mod session;
 mod shm;
 mod stuck;
-// Shared with `fencebridge v4l2 --show`, which uses parts these clients do not.
-#[allow(dead_code)]
-#[path = "../../src/bin/fencebridge/wlclient.rs"]
-mod wlclient;
+// The Wayland client plumbing `fencebridge v4l2 --show` uses too.
+use fencebridge_cli::wlclient;
 
 use std::process::ExitCode;
 use std::time::Duration;

@@ -72,8 +72,6 @@ pub struct Server {
 pub struct Applied {
     pub key: (ClientId, u32),
     pub buffer: Option<u32>,
-    /// Read by the benchmarks (benches/commit_path.rs includes this file).
-    #[allow(dead_code)]
     pub at: Instant,
 }
 
@@ -414,7 +412,6 @@ impl TestClient {
 }
 
 /// Sets a timeline point: `(hi, lo)` of a u64.
-#[allow(dead_code)]
 pub fn hi_lo(point: u64) -> (u32, u32) {
     ((point >> 32) as u32, point as u32)
 }

@@ -149,7 +149,7 @@ impl fmt::Display for FrameSize {
 }
 
 /// One memory plane of the format: what each buffer's plane `i` holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct MemoryPlaneFormat {
     /// Bytes per line.
     pub bytesperline: u32,
@@ -228,7 +228,7 @@ impl Format {
 
 /// One colour plane of a frame, as linux-dmabuf's `zwp_linux_buffer_params_v1.add` takes it:
 /// which memory plane (dma-buf) it is in, where it starts and its stride.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct ColourPlane {
     /// The memory plane (and so the exported dma-buf) it lives in.
     pub memory_plane: usize,

@@ -1,7 +1,7 @@
 //! Running the reference compositor (`examples/nested`) as a user would, and reading what it
 //! says: its report (`--report-json`), its clients' result lines (they share its stdout) and
-//! its last frame (`--png`). Shared by the kernel suite's end-to-end tests (headless, in the
-//! VM) and the window backend's test (`tests/window.rs`, under Xvfb on the host).
+//! its last frame (`--png`). Used by the kernel suite's end-to-end tests (headless, in the VM)
+//! and the window backend's test (`tests/window.rs`, under Xvfb on the host).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -10,19 +10,24 @@ use std::time::Instant;
 
 use serde_json::Value;
 
-/// A program built from this workspace: the examples live next to the binaries.
+/// A program built from this workspace (`fencebridge`, or an example such as `nested`), found
+/// beside the running test: tests live in `<profile>/deps`, binaries in `<profile>`, examples
+/// in `<profile>/examples`, whichever package built them.
 pub fn built(name: &str) -> PathBuf {
-    let bin_dir = Path::new(env!("CARGO_BIN_EXE_fencebridge"))
-        .parent()
-        .expect("the binary lives in a directory")
-        .to_owned();
+    let exe = std::env::current_exe().expect("the test knows where it runs from");
+    let bin_dir = exe
+        .ancestors()
+        .find(|dir| dir.file_name().is_some_and(|n| n == "deps"))
+        .and_then(Path::parent)
+        .unwrap_or_else(|| panic!("{} is not in a cargo target directory", exe.display()));
     let path = match name {
         "fencebridge" => bin_dir.join(name),
         _ => bin_dir.join("examples").join(name),
     };
     assert!(
         path.exists(),
-        "{} is not built: `cargo build --examples --all-features` (cargo xtask test does it)",
+        "{} is not built: `cargo build --workspace --bins --examples --all-features` (cargo \
+         xtask test does it)",
         path.display()
     );
     path

@@ -14,7 +14,7 @@
 //!
 //! # How to use
 //! ```no_run
-//! use fencebridge::sys::v4l2::{self, V4l2FmtDesc, V4L2_BUF_TYPE_VIDEO_CAPTURE};
+//! use fencebridge_cli::sys::v4l2::{self, V4l2FmtDesc, V4L2_BUF_TYPE_VIDEO_CAPTURE};
 //! # fn f(video: std::fs::File) -> rustix::io::Result<()> {
 //! use std::os::fd::AsFd;
 //! let cap = v4l2::vidioc_querycap(video.as_fd())?;
@@ -28,13 +28,13 @@
 //! ```
 
 use std::fmt;
-use std::os::fd::{BorrowedFd, OwnedFd};
+use std::os::fd::{BorrowedFd, FromRawFd, OwnedFd};
 use std::os::raw::c_ulong;
 
 use rustix::io::{Errno, Result};
 use rustix::ioctl::{opcode, Opcode, Setter, Updater};
 
-use super::{c_name, call, own};
+use fencebridge::sys::{c_name, call};
 
 // ---------------------------------------------------------------------------------------------
 // Constants
@@ -788,7 +788,7 @@ pub fn vidioc_expbuf(video: BorrowedFd<'_>, type_: u32, index: u32, plane: u32) 
     // it holds no pointers, and the kernel writes only inside it.
     unsafe { call(video, Updater::<{ VIDIOC_EXPBUF }, _>::new(&mut arg))? };
     // SAFETY: on success the kernel installed a new fd in `arg.fd` that nobody else owns.
-    Ok(unsafe { own(arg.fd) })
+    Ok(unsafe { OwnedFd::from_raw_fd(arg.fd) })
 }
 
 /// Starts streaming queue `type_`.

@@ -8,17 +8,17 @@
 //! buffer back (`wl_buffer.release`, or the release point signalling), export the dma-bufs'
 //! fences for a write — every fence, readers included — and only then QBUF. A pending fence
 //! there is an early release: the compositor handed back a buffer it was still reading, which
-//! the device would overwrite. The judging is the library's (`fencebridge::v4l2::show`).
+//! the device would overwrite. The judging is the checker's (`fencebridge_cli::v4l2::show`).
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use fencebridge::fence::{dmabuf, Access};
-use fencebridge::v4l2::{self, Device, Format, QueueKind, ShowOutcome};
+use fencebridge_cli::v4l2::{self, Device, Format, QueueKind, ShowOutcome};
 use wayland_client::protocol::wl_buffer::WlBuffer;
 
-use crate::wlclient::{Client, Syncobj, WlError};
+use fencebridge_cli::wlclient::{Client, Syncobj, WlError};
 
 /// `DRM_FORMAT_MOD_LINEAR`.
 const MOD_LINEAR: u64 = 0;

@@ -152,7 +152,7 @@ pub enum Error {
         /// What was being done.
         op: &'static str,
         /// The fence core's error.
-        source: crate::Error,
+        source: fencebridge::Error,
     },
     /// Any other kernel call failed.
     #[error("{}: {op} failed: {errno}", .path.display())]

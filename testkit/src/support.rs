@@ -1,5 +1,5 @@
 //! What every kernel test needs: the kernel it runs on and what that kernel is known to offer
-//! (DESIGN.md §3, measured), a skip that says why, fd counting, bounded dispatching.
+//! (docs/kernel-facts.md, measured), a skip that says why, fd counting, bounded dispatching.
 
 use std::io::Write;
 use std::os::fd::AsFd;
@@ -193,6 +193,8 @@ impl Rng {
         Rng(seed)
     }
 
+    // A generator step, not an iterator: it never ends, and the tests call it by this name.
+    #[allow(clippy::should_implement_trait)]
     pub fn next(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.0;

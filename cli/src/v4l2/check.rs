@@ -8,12 +8,12 @@ use super::format::{Format, FormatDesc, FourCc, QueueKind};
 use super::report::{self, Finding};
 use super::show::ShowOutcome;
 use super::Error;
-use crate::bridge::plan::{
+use fencebridge::bridge::plan::{
     self, Acquire, BridgeCaps, BufferKind, CommitInput, CommitPlan, Release, SyncMode,
 };
-use crate::bridge::producer_class::{BecameNonFencing, ProducerClass, ProducerClassifier};
-use crate::fence::{dmabuf, Access, FenceState, StubSignature};
-use crate::producer::Vgem;
+use fencebridge::bridge::producer_class::{BecameNonFencing, ProducerClass, ProducerClassifier};
+use fencebridge::fence::{dmabuf, Access, FenceState, StubSignature};
+use fencebridge::producer::Vgem;
 
 /// What to check.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,7 +98,7 @@ impl FenceTally {
 }
 
 /// One memory plane of one buffer, as exported.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct PlaneLayout {
     /// The plane's size in bytes.
     pub length: u32,
@@ -109,7 +109,7 @@ pub struct PlaneLayout {
 }
 
 /// One buffer's memory planes.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct BufferLayout {
     /// Which buffer.
     pub index: u32,
@@ -354,7 +354,7 @@ pub fn check(
         watch_queued(b, &mut obs)?;
     }
 
-    let caps = BridgeCaps::from(&crate::caps::Capabilities::probe());
+    let caps = BridgeCaps::from(&fencebridge::caps::Capabilities::probe());
     let mut classifier = ProducerClassifier::new();
     let mut bridge = BridgeView {
         caps,
@@ -678,7 +678,7 @@ fn polls_ready(fd: BorrowedFd<'_>) -> bool {
 fn fence_error<'a>(
     device: &'a Device,
     op: &'static str,
-) -> impl FnOnce(crate::Error) -> Error + 'a {
+) -> impl FnOnce(fencebridge::Error) -> Error + 'a {
     move |source| Error::Fence {
         path: device.path().to_owned(),
         op,

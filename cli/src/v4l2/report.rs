@@ -7,9 +7,9 @@ use std::fmt;
 use super::check::{BridgeView, ImportOutcome, Observations, Report, StubCalibration};
 use super::format::Format;
 use super::show::ShowOutcome;
-use crate::bridge::plan::{Acquire, Release};
-use crate::bridge::producer_class::{ProducerClass, DEFAULT_NON_FENCING_AFTER};
 use crate::sys::v4l2 as sys;
+use fencebridge::bridge::plan::{Acquire, Release};
+use fencebridge::bridge::producer_class::{ProducerClass, DEFAULT_NON_FENCING_AFTER};
 
 /// How bad a finding is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -52,8 +52,9 @@ pub struct Finding {
     pub advice: String,
 }
 
-/// The overall answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// The overall answer (in JSON, a kebab-case word: `non-fencing-ignores-fences`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Verdict {
     /// Puts fences on its buffers and waits for the compositor's: safe everywhere.
     Fencing,
@@ -610,10 +611,10 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::bridge::plan::{BridgeCaps, CommitPlan, Handoff, Publish};
     use crate::v4l2::check::{BufferLayout, FenceTally, PlaneLayout};
     use crate::v4l2::device::DeviceInfo;
     use crate::v4l2::format::{MemoryPlaneFormat, QueueKind};
+    use fencebridge::bridge::plan::{BridgeCaps, CommitPlan, Handoff, Publish};
 
     fn vivid_like(import: ImportOutcome, dequeued_pending: u32) -> Report {
         let format = Format {

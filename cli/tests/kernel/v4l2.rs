@@ -6,69 +6,18 @@
 //! dma-contig. They are found by bus_info, never by node number.
 
 use std::os::fd::AsFd;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use fencebridge::bridge::plan::{Acquire, Release};
 use fencebridge::bridge::producer_class::{ProducerClass, DEFAULT_NON_FENCING_AFTER};
-use fencebridge::sys::v4l2 as sys;
-use fencebridge::v4l2::{
+use fencebridge_cli::sys::v4l2 as sys;
+use fencebridge_cli::v4l2::{
     self, CheckOptions, Device, Error, ImportOutcome, QueueKind, Report, StubCalibration, Verdict,
 };
 use serde_json::Value;
 
 use crate::support::kernel;
-
-/// vivid's bus_info for instance `n`.
-fn bus_info(n: u32) -> String {
-    format!("platform:vivid-{n:03}")
-}
-
-/// The /dev/video* nodes, in number order.
-fn video_nodes() -> Vec<PathBuf> {
-    let mut nodes: Vec<(u32, PathBuf)> = std::fs::read_dir("/dev")
-        .unwrap()
-        .filter_map(|e| {
-            let e = e.ok()?;
-            let n = e
-                .file_name()
-                .to_str()?
-                .strip_prefix("video")?
-                .parse()
-                .ok()?;
-            Some((n, e.path()))
-        })
-        .collect();
-    nodes.sort();
-    nodes.into_iter().map(|(_, p)| p).collect()
-}
-
-/// The node of vivid instance `n` whose own capabilities include `cap`.
-fn vivid_node(n: u32, cap: u32) -> PathBuf {
-    for path in video_nodes() {
-        let Ok(file) = std::fs::File::open(&path) else {
-            continue;
-        };
-        let Ok(c) = sys::vidioc_querycap(file.as_fd()) else {
-            continue;
-        };
-        if c.driver() == "vivid" && c.bus_info() == bus_info(n) && c.node_caps() & cap != 0 {
-            return path;
-        }
-    }
-    panic!(
-        "no vivid-{n:03} node with capability {cap:#x} on {}: is vivid loaded with xtask's \
-         parameters?",
-        kernel().release
-    );
-}
-
-/// The capture node of vivid instance `n`.
-pub fn vivid_capture(n: u32) -> PathBuf {
-    vivid_node(
-        n,
-        sys::V4L2_CAP_VIDEO_CAPTURE | sys::V4L2_CAP_VIDEO_CAPTURE_MPLANE,
-    )
-}
+use fencebridge_testkit::vivid::{vivid_capture, vivid_node};
 
 /// Small frames, few of them (but enough for the classifier's verdict): vivid draws every
 /// frame on the CPU, and qemu emulates that CPU.
@@ -81,7 +30,7 @@ fn options(format: &str) -> CheckOptions {
     }
 }
 
-/// What DESIGN.md §3 says vivid does, asserted on one check: a non-fencing producer whose
+/// What docs/kernel-facts.md says vivid does, asserted on one check: a non-fencing producer whose
 /// buffers export the stub while queued and after DQBUF, and that ignores imported fences.
 fn assert_non_fencing(report: &Report, what: &str) {
     let k = kernel();

@@ -55,7 +55,7 @@ impl Capturer {
         };
         let manager = client
             .globals
-            .bind(&client.qh, 1..=3, ())
+            .bind(&client.qh, 1..=3, Ours)
             .map_err(|_| missing("zwlr_screencopy_manager_v1"))?;
         let output = client
             .globals
@@ -84,7 +84,9 @@ impl Capturer {
             )
         };
         client.state.ext = Screencopy::default();
-        let frame = self.manager.capture_output(0, &self.output, &client.qh, ());
+        let frame = self
+            .manager
+            .capture_output(0, &self.output, &client.qh, Ours);
         let v3 = self.manager.version() >= 3;
         let announced = client.dispatch_until(ANSWER_TIMEOUT, |s| {
             let c = &s.ext;
@@ -165,12 +167,16 @@ impl Capturer {
     }
 }
 
-impl Dispatch<ZwlrScreencopyFrameV1, ()> for State<Screencopy> {
+/// The user data of the screencopy objects: a type of this crate, so that their `Dispatch`
+/// impls for wlclient's `State` may live here (the orphan rule).
+struct Ours;
+
+impl Dispatch<ZwlrScreencopyFrameV1, Ours> for State<Screencopy> {
     fn event(
         state: &mut Self,
         _: &ZwlrScreencopyFrameV1,
         event: zwlr_screencopy_frame_v1::Event,
-        _: &(),
+        _: &Ours,
         _: &Connection,
         _: &QueueHandle<Self>,
     ) {
@@ -190,12 +196,12 @@ impl Dispatch<ZwlrScreencopyFrameV1, ()> for State<Screencopy> {
     }
 }
 
-impl Dispatch<ZwlrScreencopyManagerV1, ()> for State<Screencopy> {
+impl Dispatch<ZwlrScreencopyManagerV1, Ours> for State<Screencopy> {
     fn event(
         _: &mut Self,
         _: &ZwlrScreencopyManagerV1,
         _: <ZwlrScreencopyManagerV1 as Proxy>::Event,
-        _: &(),
+        _: &Ours,
         _: &Connection,
         _: &QueueHandle<Self>,
     ) {

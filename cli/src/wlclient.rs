@@ -1,10 +1,10 @@
 //! Wayland client plumbing: connect, bind the globals, an xdg_toplevel window, linux-dmabuf
 //! buffers, linux-drm-syncobj-v1 with a timeline per buffer, and dispatching with a deadline.
 //!
-//! Shared by `fencebridge v4l2 --show` and the test clients (`examples/clients`, which include
-//! this file with `#[path]`). [`State`] records what the compositor said (configures, frame
-//! callbacks done, buffers released); its `ext` field carries what a user adds (the test
-//! clients' screencopy state) with `Dispatch` impls of its own.
+//! Used by `fencebridge v4l2 --show` and by the test clients (`examples/fbclient`). [`State`]
+//! records what the compositor said (configures, frame callbacks done, buffers released); its
+//! `ext` field carries what a user adds (the test clients' screencopy state) with `Dispatch`
+//! impls of its own.
 
 use std::os::fd::{AsFd, BorrowedFd};
 use std::time::{Duration, Instant};

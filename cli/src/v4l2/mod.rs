@@ -4,7 +4,7 @@
 //! a producer (`fencebridge v4l2` prints it).
 //!
 //! V4L2/vb2 producers (cameras, capture cards, hardware decoders) attach no fences to their
-//! dma-bufs and ignore the ones imported onto them (DESIGN.md §3, and what [`check`] measures
+//! dma-bufs and ignore the ones imported onto them (docs/kernel-facts.md, and what [`check`] measures
 //! on any device). A compositor that gives such a buffer back (`wl_buffer.release`) as soon as
 //! it is replaced, trusting its own read fence to hold the producer off, lets the device
 //! overwrite a frame the GPU is still sampling. The bridge classifies such clients as
@@ -20,11 +20,11 @@
 //!   reading?
 //!
 //! The kernel side is in [`crate::sys::v4l2`] (the only place ioctls are issued); fences go
-//! through [`crate::fence`], the compositor's view through [`crate::bridge`].
+//! through [`fencebridge::fence`], the compositor's view through [`fencebridge::bridge`].
 //!
 //! # How to use
 //! ```no_run
-//! use fencebridge::v4l2::{self, CheckOptions, Device};
+//! use fencebridge_cli::v4l2::{self, CheckOptions, Device};
 //! # fn f() -> Result<(), v4l2::Error> {
 //! let path = Device::find_capture()?; // or "/dev/video0"
 //! let options = CheckOptions {
