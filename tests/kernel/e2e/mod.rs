@@ -27,6 +27,13 @@ pub fn nested(dir: &Path, seconds: u32, args: &[&str], clients: &[String]) -> Ru
     harness::run(Command::new(built("nested")), dir, seconds, &args, clients)
 }
 
+/// A shell script for `nested --client` (which splits its argument at spaces).
+pub fn script(dir: &std::path::Path, name: &str, body: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, body).unwrap();
+    format!("/bin/sh {}", path.display())
+}
+
 /// A PNG's size and RGB pixels.
 pub fn read_png(path: &Path) -> (u32, u32, Vec<u8>) {
     let file = std::io::BufReader::new(
