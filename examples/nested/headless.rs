@@ -84,6 +84,12 @@ impl Headless {
         read_fence
     }
 
+    /// Queues a screen capture's copy of `image` into `target` on the software GPU; its write
+    /// fence (see [`SoftGpu::copy`]).
+    pub fn copy(&self, image: Canvas, target: Dmabuf) -> Result<Option<SyncFile>, String> {
+        self.gpu.copy(image, target)
+    }
+
     /// The reads of `surfaces`, which no fence tracks, end when the frame is done.
     pub fn reads_end_with_frame(&mut self, surfaces: Vec<WlSurface>) {
         self.in_flight = Some(surfaces);

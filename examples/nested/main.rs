@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! cargo run --example nested --features winit -- [--backend auto|headless|winit] \
-//!     [--no-bridge] [--png out.png] [--client "PROGRAM ARGS"]... [-- PROGRAM ARGS]
+//!     [--no-bridge] [--no-publish] [--png out.png] [--client "PROGRAM ARGS"]... [-- PROGRAM ARGS]
 //! ```
 //! Backends (`screen.rs`): a winit window drawn with GLES (`window.rs`) when a display is
 //! there, else a headless output drawn on the CPU by a software GPU with real
@@ -12,7 +12,8 @@
 //!
 //! It serves a Wayland socket (printed) with wl_compositor, xdg_shell, wl_shm, linux-dmabuf,
 //! linux-drm-syncobj-v1 (fencebridge), a wl_output with xdg-output and wlr-screencopy (so
-//! `grim` can take a screenshot). It runs the clients against it, and when they have all exited
+//! `grim` can take a screenshot, and screencast tools capture into dma-bufs, with the copy's
+//! write fence on them). It runs the clients against it, and when they have all exited
 //! (or after `--seconds`, or when its window is closed) writes the output as a PNG and prints,
 //! per client, which sync path its commits took, how long they waited, how many of its frames
 //! were shown, and whether its producer fences.
@@ -58,6 +59,10 @@ struct Args {
     /// stale-frame test must catch).
     #[arg(long)]
     no_bridge: bool,
+    /// Do not put the write fence of a screen capture's copy on its dma-buf: `ready` still
+    /// goes out before the copy is written (the compositor a capture test must catch).
+    #[arg(long)]
+    no_publish: bool,
     /// Output size (the window's, at first).
     #[arg(long, default_value = "640x480", value_parser = parse_size)]
     size: (u32, u32),
@@ -141,6 +146,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let size = backend.size().unwrap_or(args.size);
     let mut state = Nested::new(&dh, event_loop.handle(), !args.no_bridge, backend, size);
     state.screen.keep_canvas = args.png.is_some();
+    state.screen.publish_capture_writes = !args.no_publish;
     let (width, height) = state.screen.size();
     let backend = state.screen.backend.name();
     eprintln!("nested: {width}x{height} output, backend {backend}");

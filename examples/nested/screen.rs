@@ -93,6 +93,9 @@ pub struct Screen {
     pub canvas: Canvas,
     /// Keep `canvas` current even when no capture asks (`--png`).
     pub keep_canvas: bool,
+    /// Put the write fence of a capture's copy on its dma-buf (off: `--no-publish`, the
+    /// compositor a capture consumer's stale-frame test must catch).
+    pub publish_capture_writes: bool,
     /// Something changed since the last frame was started.
     pub dirty: bool,
     /// Frames shown.
@@ -115,6 +118,7 @@ impl Screen {
             output,
             canvas,
             keep_canvas: false,
+            publish_capture_writes: true,
             dirty: true,
             frames: 0,
             captures: Vec::new(),
