@@ -135,10 +135,7 @@ impl Capturer {
     }
 
     /// Asks for a capture of the whole output and waits for the buffer types it offers.
-    fn announce(
-        &self,
-        client: &mut Client<Screencopy>,
-    ) -> Result<ZwlrScreencopyFrameV1, WlError> {
+    fn announce(&self, client: &mut Client<Screencopy>) -> Result<ZwlrScreencopyFrameV1, WlError> {
         client.state.ext = Screencopy::default();
         let frame = self.manager.capture_output(0, &self.output, &client.qh, ());
         let v3 = self.manager.version() >= 3;

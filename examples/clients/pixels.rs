@@ -171,11 +171,7 @@ impl Mapping {
         // SAFETY: `offset + len <= self.len` bytes are mapped until Drop. The copy goes through
         // raw pointers, so no Rust reference to memory another process may write exists.
         unsafe {
-            std::ptr::copy_nonoverlapping(
-                self.ptr.cast::<u8>().add(offset),
-                out.as_mut_ptr(),
-                len,
-            )
+            std::ptr::copy_nonoverlapping(self.ptr.cast::<u8>().add(offset), out.as_mut_ptr(), len)
         };
     }
 

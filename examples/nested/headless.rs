@@ -18,6 +18,7 @@ use smithay::wayland::shm::with_buffer_contents;
 use fencebridge::fence::{Access, SyncFile};
 
 use crate::gpu::{Finished, Layer, SoftGpu};
+use crate::label;
 use crate::render::{Canvas, PixelFormat};
 use crate::screen::{self, BACKGROUND};
 use crate::state::Nested;
@@ -35,6 +36,8 @@ pub struct Headless {
     gpu: SoftGpu,
     /// The frame being drawn: its surfaces without a read fence (their reads end with it).
     in_flight: Option<Vec<WlSurface>>,
+    /// Where the frame being drawn puts each window (for `--labels`).
+    placed: Vec<label::Placed>,
 }
 
 impl Headless {
@@ -42,6 +45,7 @@ impl Headless {
         Headless {
             gpu,
             in_flight: None,
+            placed: Vec::new(),
         }
     }
 
@@ -55,9 +59,11 @@ impl Headless {
     pub fn draw(&mut self, surfaces: &[(WlSurface, WlBuffer)], canvas: Canvas) -> Option<SyncFile> {
         let mut layers = Vec::new();
         let mut x = 0u32;
+        self.placed.clear();
         for (surface, buffer) in surfaces {
             match layer(buffer, x) {
                 Ok((layer, width)) => {
+                    self.placed.push(placed(surface, &layer));
                     layers.push(layer);
                     x += width;
                 }
@@ -101,13 +107,35 @@ pub fn frame_done(state: &mut Nested, finished: Finished) {
     for error in &finished.errors {
         tracing::warn!("nested: {error}");
     }
-    state.screen.canvas = finished.canvas;
+    let mut canvas = finished.canvas;
+    if let screen::Backend::Headless(headless) = &mut state.screen.backend {
+        let placed = std::mem::take(&mut headless.placed);
+        label::draw(state, &mut canvas, &placed);
+    }
+    state.screen.canvas = canvas;
     let unfenced = match &mut state.screen.backend {
         screen::Backend::Headless(headless) => headless.in_flight.take().unwrap_or_default(),
         _ => Vec::new(),
     };
     screen::reads_done(state, &unfenced);
     screen::frame_shown(state);
+}
+
+/// Where `layer`, `surface`'s buffer, is drawn.
+fn placed(surface: &WlSurface, layer: &Layer) -> label::Placed {
+    let (x, width, height) = match layer {
+        Layer::Dmabuf { buffer, x } => (*x, buffer.size().w as u32, buffer.size().h as u32),
+        Layer::Pixels {
+            x, width, height, ..
+        } => (*x, *width, *height),
+    };
+    label::Placed {
+        surface: surface.clone(),
+        x: x as i32,
+        y: 0,
+        width,
+        height,
+    }
 }
 
 /// What the software GPU needs to draw `buffer` at (`x`, 0), and its width.

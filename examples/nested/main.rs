@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! cargo run --example nested --features winit -- [--backend auto|headless|winit] \
-//!     [--no-bridge] [--no-publish] [--png out.png] [--client "PROGRAM ARGS"]... [-- PROGRAM ARGS]
+//!     [--no-bridge] [--no-publish] [--png out.png] [--labels CAPTION [--png-stale out.png]] [--client "PROGRAM ARGS"]... [-- PROGRAM ARGS]
 //! ```
 //! Backends (`screen.rs`): a winit window drawn with GLES (`window.rs`) when a display is
 //! there, else a headless output drawn on the CPU by a software GPU with real
@@ -21,6 +21,7 @@
 
 mod gpu;
 mod headless;
+mod label;
 // The renderer offers more than the compositor uses (BT.709, pixel probes for its tests).
 #[allow(dead_code)]
 mod render;
@@ -69,6 +70,13 @@ struct Args {
     /// Where to write the last frame as a PNG.
     #[arg(long)]
     png: Option<PathBuf>,
+    /// Label each window with its client and sync path, mark windows drawn while their client
+    /// was still writing them, and write this caption at the bottom (headless).
+    #[arg(long, value_name = "CAPTION")]
+    labels: Option<String>,
+    /// With --labels: where to write the first frame that showed a window mid-write, as a PNG.
+    #[arg(long, requires = "labels")]
+    png_stale: Option<PathBuf>,
     /// Where to write the per-client report as JSON too.
     #[arg(long)]
     report_json: Option<PathBuf>,
@@ -147,6 +155,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut state = Nested::new(&dh, event_loop.handle(), !args.no_bridge, backend, size);
     state.screen.keep_canvas = args.png.is_some();
     state.screen.publish_capture_writes = !args.no_publish;
+    state.screen.labels = args
+        .labels
+        .clone()
+        .map(|caption| label::Labels::new(caption, args.png_stale.clone()));
     let (width, height) = state.screen.size();
     let backend = state.screen.backend.name();
     eprintln!("nested: {width}x{height} output, backend {backend}");

@@ -96,6 +96,8 @@ pub struct Screen {
     /// Put the write fence of a capture's copy on its dma-buf (off: `--no-publish`, the
     /// compositor a capture consumer's stale-frame test must catch).
     pub publish_capture_writes: bool,
+    /// Labels on the output (`--labels`).
+    pub labels: Option<crate::label::Labels>,
     /// Something changed since the last frame was started.
     pub dirty: bool,
     /// Frames shown.
@@ -119,6 +121,7 @@ impl Screen {
             canvas,
             keep_canvas: false,
             publish_capture_writes: true,
+            labels: None,
             dirty: true,
             frames: 0,
             captures: Vec::new(),
@@ -185,6 +188,7 @@ pub fn start_frame(state: &mut Nested, elapsed: Duration) {
     }
     state.screen.dirty = false;
     let surfaces = frame_surfaces(state);
+    crate::label::frame_reads(state, &surfaces);
     let screen = &mut state.screen;
     // A window frame that failed still answers its clients (nothing reads their buffers);
     // captures wait for the next one.

@@ -200,7 +200,9 @@ fn copy_dmabuf(state: &Nested, frame: &Frame, target: &Dmabuf) -> Result<(), Cop
     if let Some(written) = written.filter(|_| state.screen.publish_capture_writes) {
         // fencebridge: whoever reads the capture implicitly waits until the GPU has written it.
         fencebridge::wayland::publish_compositor_write(target, &written).map_err(|e| {
-            CopyError::Failed(format!("cannot put the copy's write fence on the dma-buf: {e}"))
+            CopyError::Failed(format!(
+                "cannot put the copy's write fence on the dma-buf: {e}"
+            ))
         })?;
     }
     Ok(())

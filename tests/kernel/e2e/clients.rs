@@ -177,7 +177,10 @@ fn e2e_dmabuf_capture_waits_for_the_compositors_write_fence() {
     assert_eq!(count(&result, "stale"), 0, "{}", run.stdout);
     // `ready` came while the copy was still being written: the wait is what made it right.
     let pending = count(&result, "pending_at_ready");
-    assert!(pending >= 10, "only {pending} of 12 copies were under way at `ready`");
+    assert!(
+        pending >= 10,
+        "only {pending} of 12 copies were under way at `ready`"
+    );
 }
 
 /// The same consumer against a compositor that does not publish the copy's write fence
@@ -196,5 +199,8 @@ fn e2e_without_the_write_fence_captures_are_read_before_they_are_written() {
     assert_eq!(count(&result, "frames"), 12, "{result:?}");
     assert_eq!(count(&result, "pending_at_ready"), 0, "{}", run.stdout);
     let stale = count(&result, "stale");
-    assert!(stale >= 10, "only {stale} of 12 captures stale without the write fence");
+    assert!(
+        stale >= 10,
+        "only {stale} of 12 captures stale without the write fence"
+    );
 }
