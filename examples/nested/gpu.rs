@@ -259,7 +259,7 @@ pub fn write_dmabuf(target: &Dmabuf, image: &Canvas) -> Result<(), String> {
 }
 
 /// Whether `target` can take a screen capture of `width`×`height`: one plane of XRGB8888 or
-/// ARGB8888, linear, of exactly that size, lying inside its dma-buf.
+/// ARGB8888, linear, of exactly that size, lying inside its dma-buf, opened for writing.
 pub fn check_capture_target(target: &Dmabuf, width: u32, height: u32) -> Result<(), String> {
     let format = target.format();
     let size = target.size();
@@ -277,7 +277,13 @@ pub fn check_capture_target(target: &Dmabuf, width: u32, height: u32) -> Result<
             target.num_planes()
         ));
     }
-    crate::headless::check_dmabuf(target)
+    crate::headless::check_dmabuf(target)?;
+    let fd = target.handles().next().ok_or("a dma-buf without planes")?;
+    let mode = rustix::fs::fcntl_getfl(fd).map_err(|e| format!("dma-buf flags: {e}"))?;
+    if !mode.intersects(rustix::fs::OFlags::RDWR | rustix::fs::OFlags::WRONLY) {
+        return Err("the dma-buf was exported read-only: the copy cannot write it".to_owned());
+    }
+    Ok(())
 }
 
 /// A mapping of a whole dma-buf: read-only with a CPU access bracket around it (a frame's

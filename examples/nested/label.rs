@@ -116,7 +116,7 @@ pub fn draw(state: &mut Nested, canvas: &mut Canvas, placed: &[Placed]) {
     };
     labels.stale_frames += u64::from(stale);
     let caption = format!(
-        "{}   frames showing a window mid-write: {}",
+        "{}   frames so far showing a window mid-write: {}",
         labels.caption, labels.stale_frames
     );
     for (i, line) in wrap(&caption, columns).iter().rev().enumerate() {
