@@ -296,23 +296,14 @@ struct Mapping<'a> {
 }
 
 impl<'a> Mapping<'a> {
-    /// A shared writable mapping, without a CPU access bracket.
-    fn writable(fd: BorrowedFd<'a>) -> Result<Self, String> {
+    /// A shared mapping of the whole dma-buf with `prot`, no CPU access bracket yet.
+    fn map(fd: BorrowedFd<'a>, prot: ProtFlags) -> Result<Self, String> {
         let len = rustix::fs::seek(fd, rustix::fs::SeekFrom::End(0))
             .map_err(|e| format!("dma-buf size: {e}"))? as usize;
-        // SAFETY: a fresh shared read-write mapping of `len` bytes of a dma-buf; nothing else
-        // in this process maps it at that address, and it is unmapped exactly once in Drop.
-        let ptr = unsafe {
-            mmap(
-                std::ptr::null_mut(),
-                len,
-                ProtFlags::READ | ProtFlags::WRITE,
-                MapFlags::SHARED,
-                fd,
-                0,
-            )
-        }
-        .map_err(|e| format!("mmap of a dma-buf for writing: {e}"))?;
+        // SAFETY: a fresh shared mapping of `len` bytes of a dma-buf; nothing else in this
+        // process maps it at that address, and it is unmapped exactly once in Drop.
+        let ptr = unsafe { mmap(std::ptr::null_mut(), len, prot, MapFlags::SHARED, fd, 0) }
+            .map_err(|e| format!("mmap of a dma-buf ({prot:?}): {e}"))?;
         Ok(Mapping {
             fd,
             ptr,
@@ -321,22 +312,14 @@ impl<'a> Mapping<'a> {
         })
     }
 
+    /// A shared writable mapping, without a CPU access bracket.
+    fn writable(fd: BorrowedFd<'a>) -> Result<Self, String> {
+        Self::map(fd, ProtFlags::READ | ProtFlags::WRITE)
+    }
+
+    /// A read-only mapping, bracketed for CPU reads when no writer is pending.
     fn new(fd: BorrowedFd<'a>) -> Result<Self, String> {
-        let len = rustix::fs::seek(fd, rustix::fs::SeekFrom::End(0))
-            .map_err(|e| format!("dma-buf size: {e}"))? as usize;
-        // SAFETY: a fresh shared read-only mapping of `len` bytes of a dma-buf; nothing else in
-        // this process maps it at that address, and it is unmapped exactly once in Drop.
-        let ptr = unsafe {
-            mmap(
-                std::ptr::null_mut(),
-                len,
-                ProtFlags::READ,
-                MapFlags::SHARED,
-                fd,
-                0,
-            )
-        }
-        .map_err(|e| format!("mmap of a dma-buf: {e}"))?;
+        let mut mapping = Self::map(fd, ProtFlags::READ)?;
         // Only when no writer is pending: SYNC_START would wait for it.
         let idle = rustix::event::poll(
             &mut [rustix::event::PollFd::new(
@@ -350,13 +333,8 @@ impl<'a> Mapping<'a> {
         )
         .is_ok_and(|n| n > 0);
         let read = u64::from(sys::DMA_BUF_SYNC_READ);
-        let synced = idle && sys::dma_buf_sync(fd, sys::DMA_BUF_SYNC_START | read).is_ok();
-        Ok(Mapping {
-            fd,
-            ptr,
-            len,
-            synced,
-        })
+        mapping.synced = idle && sys::dma_buf_sync(fd, sys::DMA_BUF_SYNC_START | read).is_ok();
+        Ok(mapping)
     }
 
     fn bytes(&self) -> &[u8] {
