@@ -19,6 +19,7 @@ use smithay::wayland::single_pixel_buffer::get_single_pixel_buffer;
 use fencebridge::fence::{Access, SyncFile};
 
 use crate::gpu::{Contents, Finished, Layer, SoftGpu};
+use crate::label;
 use crate::render::{Canvas, PixelFormat};
 use crate::screen::{self, Placed, BACKGROUND};
 use crate::state::Nested;
@@ -39,6 +40,8 @@ pub struct Headless {
     /// The canvas the next frame is drawn on: the one shown before the last frame (two
     /// canvases take turns, so no frame allocates or copies one).
     spare: Option<Canvas>,
+    /// Where the frame being drawn puts each window (for `--labels`).
+    placed: Vec<label::Placed>,
 }
 
 impl Headless {
@@ -47,6 +50,7 @@ impl Headless {
             gpu,
             in_flight: None,
             spare: None,
+            placed: Vec::new(),
         }
     }
 
@@ -57,7 +61,13 @@ impl Headless {
 
     /// Submits a frame of `surfaces` (back to front), drawn on `canvas`; returns its read
     /// fence, if the kernel has vgem.
-    pub fn draw(&mut self, surfaces: &[Placed], (width, height): (u32, u32)) -> Option<SyncFile> {
+    pub fn draw(
+        &mut self,
+        surfaces: &[Placed],
+        windows: Vec<label::Placed>,
+        (width, height): (u32, u32),
+    ) -> Option<SyncFile> {
+        self.placed = windows;
         let canvas = self
             .spare
             .take()
@@ -93,6 +103,12 @@ impl Headless {
         read_fence
     }
 
+    /// Queues a screen capture's copy of `image` into `target` on the software GPU; its write
+    /// fence (see [`SoftGpu::copy`]).
+    pub fn copy(&self, image: Canvas, target: Dmabuf) -> Result<Option<SyncFile>, String> {
+        self.gpu.copy(image, target)
+    }
+
     /// The reads of `surfaces`, which no fence tracks, end when the frame is done.
     pub fn reads_end_with_frame(&mut self, surfaces: Vec<WlSurface>) {
         self.in_flight = Some(surfaces);
@@ -104,7 +120,12 @@ pub fn frame_done(state: &mut Nested, finished: Finished) {
     for error in &finished.errors {
         tracing::warn!("nested: {error}");
     }
-    let shown = std::mem::replace(&mut state.screen.canvas, finished.canvas);
+    let mut canvas = finished.canvas;
+    if let screen::Backend::Headless(headless) = &mut state.screen.backend {
+        let placed = std::mem::take(&mut headless.placed);
+        label::draw(state, &mut canvas, &placed);
+    }
+    let shown = std::mem::replace(&mut state.screen.canvas, canvas);
     let unfenced = match &mut state.screen.backend {
         screen::Backend::Headless(headless) => {
             headless.spare = Some(shown);

@@ -772,6 +772,22 @@ impl Canvas {
         })
     }
 
+    /// Fills the rectangle at (x, y) of `width`×`height`, clipped to the canvas, with `color`
+    /// (`0xRRGGBB`): the compositor's own drawings (labels, marks) over the frame.
+    pub fn fill_rect(&mut self, x: i32, y: i32, width: u32, height: u32, color: u32) {
+        let clip = |start: i32, len: u32, max: u32| {
+            let end = i64::from(start) + i64::from(len);
+            let start = i64::from(start).clamp(0, i64::from(max)) as usize;
+            (start, (end.clamp(0, i64::from(max)) as usize).max(start))
+        };
+        let (x0, x1) = clip(x, width, self.width);
+        let (y0, y1) = clip(y, height, self.height);
+        let stride = self.width as usize;
+        for row in y0..y1 {
+            self.pixels[row * stride + x0..row * stride + x1].fill(OPAQUE | color);
+        }
+    }
+
     /// Turns the rectangle at (x, y) of `width`×`height` (clipped) upside down: how a
     /// y-inverted client buffer is shown after an upright blit.
     pub fn flip_vertically(&mut self, x: u32, y: u32, width: u32, height: u32) {

@@ -102,6 +102,11 @@ pub struct Screen {
     pub canvas: Canvas,
     /// Keep `canvas` current even when no capture asks (`--png`).
     pub keep_canvas: bool,
+    /// Put the write fence of a capture's copy on its dma-buf (off: `--no-publish`, the
+    /// compositor a capture consumer's stale-frame test must catch).
+    pub publish_capture_writes: bool,
+    /// Labels on the output (`--labels`).
+    pub labels: Option<crate::label::Labels>,
     /// Something changed since the last frame was started.
     pub dirty: bool,
     /// A frame was due while the GPU was busy: start it when the GPU is done.
@@ -131,6 +136,8 @@ impl Screen {
             output,
             canvas,
             keep_canvas: false,
+            publish_capture_writes: true,
+            labels: None,
             dirty: true,
             owed: false,
             frames: 0,
@@ -205,6 +212,7 @@ pub fn start_frame(state: &mut Nested) {
     let elapsed = screen.clock.now();
     state.screen.dirty = false;
     let scene = frame_scene(state);
+    crate::label::frame_reads(state, &scene.surfaces);
     let screen = &mut state.screen;
     // A window frame that failed still answers its clients (nothing reads their buffers);
     // captures wait for the next one.
@@ -212,7 +220,7 @@ pub fn start_frame(state: &mut Nested) {
     let read_fence = match &mut screen.backend {
         Backend::Headless(headless) => {
             let size = (screen.canvas.width(), screen.canvas.height());
-            headless.draw(&scene.surfaces, size)
+            headless.draw(&scene.surfaces, scene.windows(), size)
         }
         Backend::Window(window) => {
             let read_back = screen.keep_canvas || !screen.captures.is_empty();
@@ -255,6 +263,24 @@ pub struct Scene {
     /// Every surface of those trees that has a buffer, back to front: subsurfaces at their
     /// positions and in their stacking order, with their viewport, scale and transform.
     pub surfaces: Vec<Placed>,
+}
+
+impl Scene {
+    /// Where each toplevel's own surface lands (what `--labels` writes under).
+    fn windows(&self) -> Vec<crate::label::Placed> {
+        let clamp = |v: i64| v.clamp(i32::MIN.into(), i32::MAX.into()) as i32;
+        self.surfaces
+            .iter()
+            .filter(|placed| self.toplevels.iter().any(|(root, _)| *root == placed.surface))
+            .map(|placed| crate::label::Placed {
+                surface: placed.surface.clone(),
+                x: clamp(placed.placement.x),
+                y: clamp(placed.placement.y),
+                width: placed.placement.width,
+                height: placed.placement.height,
+            })
+            .collect()
+    }
 }
 
 /// A surface a frame draws.
