@@ -14,12 +14,14 @@ use smithay::reexports::wayland_server::protocol::wl_surface::WlSurface;
 use smithay::reexports::wayland_server::Resource;
 use smithay::wayland::dmabuf::get_dmabuf;
 use smithay::wayland::shm::with_buffer_contents;
+use smithay::wayland::single_pixel_buffer::get_single_pixel_buffer;
 
 use fencebridge::fence::{Access, SyncFile};
 
-use crate::gpu::{Finished, Layer, SoftGpu};
+use crate::gpu::{Contents, Finished, Layer, SoftGpu};
+use crate::label;
 use crate::render::{Canvas, PixelFormat};
-use crate::screen::{self, BACKGROUND};
+use crate::screen::{self, Placed, BACKGROUND};
 use crate::state::Nested;
 
 /// The formats the CPU renderer shows: what GPUs, video decoders and cameras produce.
@@ -35,6 +37,11 @@ pub struct Headless {
     gpu: SoftGpu,
     /// The frame being drawn: its surfaces without a read fence (their reads end with it).
     in_flight: Option<Vec<WlSurface>>,
+    /// The canvas the next frame is drawn on: the one shown before the last frame (two
+    /// canvases take turns, so no frame allocates or copies one).
+    spare: Option<Canvas>,
+    /// Where the frame being drawn puts each window (for `--labels`).
+    placed: Vec<label::Placed>,
 }
 
 impl Headless {
@@ -42,6 +49,8 @@ impl Headless {
         Headless {
             gpu,
             in_flight: None,
+            spare: None,
+            placed: Vec::new(),
         }
     }
 
@@ -50,18 +59,28 @@ impl Headless {
         self.in_flight.is_some()
     }
 
-    /// Submits a frame of `surfaces`, drawn on `canvas`; returns its read fence, if the kernel
-    /// has vgem.
-    pub fn draw(&mut self, surfaces: &[(WlSurface, WlBuffer)], canvas: Canvas) -> Option<SyncFile> {
+    /// Submits a frame of `surfaces` (back to front), drawn on `canvas`; returns its read
+    /// fence, if the kernel has vgem.
+    pub fn draw(
+        &mut self,
+        surfaces: &[Placed],
+        windows: Vec<label::Placed>,
+        (width, height): (u32, u32),
+    ) -> Option<SyncFile> {
+        self.placed = windows;
+        let canvas = self
+            .spare
+            .take()
+            .filter(|c| (c.width(), c.height()) == (width, height))
+            .unwrap_or_else(|| Canvas::new(width, height));
         let mut layers = Vec::new();
-        let mut x = 0u32;
-        for (surface, buffer) in surfaces {
-            match layer(buffer, x) {
-                Ok((layer, width)) => {
-                    layers.push(layer);
-                    x += width;
-                }
-                Err(e) => tracing::warn!("nested: cannot draw {}: {e}", surface.id()),
+        for placed in surfaces {
+            match contents(&placed.buffer) {
+                Ok(contents) => layers.push(Layer {
+                    contents,
+                    placement: placed.placement,
+                }),
+                Err(e) => tracing::warn!("nested: cannot draw {}: {e}", placed.surface.id()),
             }
         }
         let (job, read_fence) = self.gpu.job(BACKGROUND, layers);
@@ -70,7 +89,7 @@ impl Headless {
             // implicitly synchronised writers (the clients' next GPU job, a video decoder's vb2
             // queue, fencebridge v4l2 --show's check) wait for the read to end.
             for layer in &job.layers {
-                if let Layer::Dmabuf { buffer, .. } = layer {
+                if let Contents::Dmabuf(buffer) = &layer.contents {
                     let planes: Vec<BorrowedFd<'_>> = buffer.handles().collect();
                     if let Err(e) = fencebridge::fence::dmabuf::import(&planes, fence, Access::Read)
                     {
@@ -84,6 +103,12 @@ impl Headless {
         read_fence
     }
 
+    /// Queues a screen capture's copy of `image` into `target` on the software GPU; its write
+    /// fence (see [`SoftGpu::copy`]).
+    pub fn copy(&self, image: Canvas, target: Dmabuf) -> Result<Option<SyncFile>, String> {
+        self.gpu.copy(image, target)
+    }
+
     /// The reads of `surfaces`, which no fence tracks, end when the frame is done.
     pub fn reads_end_with_frame(&mut self, surfaces: Vec<WlSurface>) {
         self.in_flight = Some(surfaces);
@@ -95,26 +120,35 @@ pub fn frame_done(state: &mut Nested, finished: Finished) {
     for error in &finished.errors {
         tracing::warn!("nested: {error}");
     }
-    state.screen.canvas = finished.canvas;
+    let mut canvas = finished.canvas;
+    if let screen::Backend::Headless(headless) = &mut state.screen.backend {
+        let placed = std::mem::take(&mut headless.placed);
+        label::draw(state, &mut canvas, &placed);
+    }
+    let shown = std::mem::replace(&mut state.screen.canvas, canvas);
     let unfenced = match &mut state.screen.backend {
-        screen::Backend::Headless(headless) => headless.in_flight.take().unwrap_or_default(),
+        screen::Backend::Headless(headless) => {
+            headless.spare = Some(shown);
+            headless.in_flight.take().unwrap_or_default()
+        }
         _ => Vec::new(),
     };
     screen::reads_done(state, &unfenced);
     screen::frame_shown(state);
+    if state.screen.owed {
+        screen::start_frame(state);
+    }
 }
 
-/// What the software GPU needs to draw `buffer` at (`x`, 0), and its width.
-fn layer(buffer: &WlBuffer, x: u32) -> Result<(Layer, u32), String> {
+/// What the software GPU reads to draw `buffer`.
+fn contents(buffer: &WlBuffer) -> Result<Contents, String> {
     if let Ok(dmabuf) = get_dmabuf(buffer) {
-        let width = dmabuf.size().w as u32;
-        return Ok((
-            Layer::Dmabuf {
-                buffer: dmabuf.clone(),
-                x,
-            },
-            width,
-        ));
+        return Ok(Contents::Dmabuf(dmabuf.clone()));
+    }
+    if let Ok(pixel) = get_single_pixel_buffer(buffer) {
+        // 32-bit channels, premultiplied: their top bytes are ARGB8888's.
+        let [a, r, g, b] = [pixel.a, pixel.r, pixel.g, pixel.b].map(|c| c >> 24);
+        return Ok(Contents::Solid(a << 24 | r << 16 | g << 8 | b));
     }
     with_buffer_contents(buffer, |ptr, len, data| {
         let format = PixelFormat::from_wl_shm(data.format as u32)
@@ -132,15 +166,13 @@ fn layer(buffer: &WlBuffer, x: u32) -> Result<(Layer, u32), String> {
         // `start..end` lies inside it (checked above). The copy goes through raw pointers, so no
         // Rust reference to memory the client may write concurrently exists.
         unsafe { std::ptr::copy_nonoverlapping(ptr.add(start), bytes.as_mut_ptr(), bytes.len()) };
-        let layer = Layer::Pixels {
+        Ok(Contents::Pixels {
             format,
             width,
             height,
             stride,
             bytes,
-            x,
-        };
-        Ok((layer, width))
+        })
     })
     .map_err(|e| e.to_string())?
 }

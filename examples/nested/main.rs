@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! cargo run --example nested --features winit -- [--backend auto|headless|winit] \
-//!     [--no-bridge] [--png out.png] [--client "PROGRAM ARGS"]... [-- PROGRAM ARGS]
+//!     [--no-bridge] [--no-publish] [--png out.png] [--labels CAPTION [--png-stale out.png]] [--client "PROGRAM ARGS"]... [-- PROGRAM ARGS]
 //! ```
 //! Backends (`screen.rs`): a winit window drawn with GLES (`window.rs`) when a display is
 //! there, else a headless output drawn on the CPU by a software GPU with real
@@ -12,7 +12,8 @@
 //!
 //! It serves a Wayland socket (printed) with wl_compositor, xdg_shell, wl_shm, linux-dmabuf,
 //! linux-drm-syncobj-v1 (fencebridge), a wl_output with xdg-output and wlr-screencopy (so
-//! `grim` can take a screenshot). It runs the clients against it, and when they have all exited
+//! `grim` can take a screenshot, and screencast tools capture into dma-bufs, with the copy's
+//! write fence on them). It runs the clients against it, and when they have all exited
 //! (or after `--seconds`, or when its window is closed) writes the output as a PNG and prints,
 //! per client, which sync path its commits took, how long they waited, how many of its frames
 //! were shown, and whether its producer fences.
@@ -20,6 +21,7 @@
 
 mod gpu;
 mod headless;
+mod label;
 // The renderer offers more than the compositor uses (BT.709, pixel probes for its tests).
 #[allow(dead_code)]
 mod render;
@@ -58,12 +60,23 @@ struct Args {
     /// stale-frame test must catch).
     #[arg(long)]
     no_bridge: bool,
+    /// Do not put the write fence of a screen capture's copy on its dma-buf: `ready` still
+    /// goes out before the copy is written (the compositor a capture test must catch).
+    #[arg(long)]
+    no_publish: bool,
     /// Output size (the window's, at first).
     #[arg(long, default_value = "640x480", value_parser = parse_size)]
     size: (u32, u32),
     /// Where to write the last frame as a PNG.
     #[arg(long)]
     png: Option<PathBuf>,
+    /// Label each window with its client and sync path, mark windows drawn while their client
+    /// was still writing them, and write this caption at the bottom (headless).
+    #[arg(long, value_name = "CAPTION")]
+    labels: Option<String>,
+    /// With --labels: where to write the first frame that showed a window mid-write, as a PNG.
+    #[arg(long, requires = "labels")]
+    png_stale: Option<PathBuf>,
     /// Where to write the per-client report as JSON too.
     #[arg(long)]
     report_json: Option<PathBuf>,
@@ -139,8 +152,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let backend = start_backend(&args, &event_loop)?;
     let windowed = matches!(backend, Backend::Window(_));
     let size = backend.size().unwrap_or(args.size);
-    let mut state = Nested::new(&dh, event_loop.handle(), !args.no_bridge, backend, size);
+    let frame_interval = Duration::from_secs(1) / args.fps.max(1);
+    let mut state = Nested::new(
+        &dh,
+        event_loop.handle(),
+        !args.no_bridge,
+        backend,
+        (size, frame_interval),
+    );
     state.screen.keep_canvas = args.png.is_some();
+    state.screen.publish_capture_writes = !args.no_publish;
+    state.screen.labels = args
+        .labels
+        .clone()
+        .map(|caption| label::Labels::new(caption, args.png_stale.clone()));
     let (width, height) = state.screen.size();
     let backend = state.screen.backend.name();
     eprintln!("nested: {width}x{height} output, backend {backend}");
@@ -206,7 +231,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .handle()
         .insert_source(Timer::from_duration(frame), move |_, _, state| {
             let run = &mut *timer_run.borrow_mut();
-            screen::start_frame(state, started.elapsed());
+            screen::start_frame(state);
             let late = run
                 .deadline
                 .is_some_and(|deadline| Instant::now() >= deadline);

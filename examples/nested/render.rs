@@ -12,7 +12,10 @@
 
 use std::fs::File;
 use std::io::BufWriter;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
+
+use smithay::utils::{Logical, Point, Rectangle, Size, Transform};
 
 /// The canvas keeps the X byte at 0xff, so its pixels also read as opaque ARGB8888
 /// (a capture client may ask for either).
@@ -392,6 +395,107 @@ impl<'a> SourceImage<'a> {
     }
 }
 
+impl SourceImage<'_> {
+    /// Every pixel, row after row: XRGB8888 and the YUV formats opaque, ARGB8888 as stored
+    /// (premultiplied), for drawing with a viewport, scale or transform.
+    fn decode(&self) -> Vec<u32> {
+        let (width, height) = (self.width as usize, self.height as usize);
+        let yuv = YuvToRgb::new(self.yuv);
+        let mut pixels = vec![OPAQUE; width * height];
+        for (y, out) in pixels
+            .chunks_exact_mut(width.max(1))
+            .enumerate()
+            .take(height)
+        {
+            match self.format {
+                PixelFormat::Xrgb8888 => copy_xrgb_row(self.row_bytes(0, y, 0, width * 4), out),
+                PixelFormat::Argb8888 => {
+                    let src = self.row_bytes(0, y, 0, width * 4);
+                    for (pixel, bytes) in out.iter_mut().zip(src.chunks_exact(4)) {
+                        *pixel = read_pixel(bytes);
+                    }
+                }
+                PixelFormat::Yuyv => {
+                    let pairs = width.div_ceil(2);
+                    let mut decoded = vec![OPAQUE; pairs * 2];
+                    decode_yuyv_row(self.row_bytes(0, y, 0, pairs * 4), &yuv, &mut decoded);
+                    out.copy_from_slice(&decoded[..width]);
+                }
+                PixelFormat::Nv12 => {
+                    let luma = self.row_bytes(0, y, 0, width);
+                    let chroma = self.row_bytes(1, y / 2, 0, width.div_ceil(2) * 2);
+                    decode_nv12_row(luma, chroma, &yuv, out);
+                }
+            }
+        }
+        pixels
+    }
+}
+
+/// How a surface's buffer lands on the canvas: where, at what size, and which part of the
+/// buffer, as the surface's viewport (wp_viewporter's source crop and destination size), its
+/// buffer scale and its buffer transform say (smithay's `SurfaceView`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Placement {
+    /// Canvas position of the destination's top-left corner (i64: client positions added up
+    /// can exceed i32).
+    pub x: i64,
+    pub y: i64,
+    /// The destination size in canvas pixels.
+    pub width: u32,
+    pub height: u32,
+    /// The source rectangle in surface-local logical coordinates.
+    pub src: Rectangle<f64, Logical>,
+    pub buffer_scale: i32,
+    pub transform: Transform,
+    /// The buffer's rows run bottom to top (a y-inverted dma-buf).
+    pub y_inverted: bool,
+}
+
+impl Placement {
+    /// The whole `width`×`height` buffer at (x, y), as it is: no viewport, scale 1, upright.
+    pub fn plain(x: i64, y: i64, width: u32, height: u32) -> Self {
+        Placement {
+            x,
+            y,
+            width,
+            height,
+            src: Rectangle::from_size((f64::from(width), f64::from(height)).into()),
+            buffer_scale: 1,
+            transform: Transform::Normal,
+            y_inverted: false,
+        }
+    }
+
+    /// Whether a `width`×`height` buffer is shown pixel for pixel (the fast path).
+    fn is_plain(&self, width: u32, height: u32) -> bool {
+        *self == Placement::plain(self.x, self.y, width, height)
+    }
+
+    /// The buffer pixel shown at pixel (`dx`, `dy`) of the destination: the centre of that
+    /// pixel, taken into the source rectangle, then into buffer coordinates the way smithay's
+    /// renderers do (`Point::to_buffer`), nearest sample.
+    fn source_pixel(&self, dx: u32, dy: u32, buffer: (u32, u32)) -> (usize, usize) {
+        let scale = f64::from(self.buffer_scale.max(1));
+        let logical_area: Size<f64, Logical> = self.transform.transform_size(Size::from((
+            f64::from(buffer.0) / scale,
+            f64::from(buffer.1) / scale,
+        )));
+        let point: Point<f64, Logical> = Point::from((
+            self.src.loc.x + (f64::from(dx) + 0.5) * self.src.size.w / f64::from(self.width),
+            self.src.loc.y + (f64::from(dy) + 0.5) * self.src.size.h / f64::from(self.height),
+        ));
+        let at = point.to_buffer(scale, self.transform, &logical_area);
+        // `as` saturates (NaN to 0); the clamp keeps the sample inside the buffer.
+        let x = (at.x.floor() as i64).clamp(0, i64::from(buffer.0) - 1) as usize;
+        let mut y = (at.y.floor() as i64).clamp(0, i64::from(buffer.1) - 1) as usize;
+        if self.y_inverted {
+            y = buffer.1 as usize - 1 - y;
+        }
+        (x, y)
+    }
+}
+
 /// The part of a source that lands on the canvas.
 #[derive(Debug, Clone, Copy)]
 struct Clip {
@@ -531,6 +635,96 @@ impl Canvas {
         }
     }
 
+    /// Draws `source` as `placement` says: cropped, scaled (nearest sample), transformed,
+    /// clipped to the canvas. ARGB8888 is composed over the canvas, as in [`Canvas::blit`].
+    pub fn draw(&mut self, source: &SourceImage<'_>, placement: &Placement) {
+        if source.width == 0 || source.height == 0 {
+            return;
+        }
+        if placement.is_plain(source.width, source.height) {
+            if let (Ok(x), Ok(y)) = (i32::try_from(placement.x), i32::try_from(placement.y)) {
+                return self.blit(source, x, y);
+            }
+        }
+        let Some((columns, rows)) = self.destination_clip(placement) else {
+            return;
+        };
+        // Every transform keeps the axes apart (a buffer coordinate follows one destination
+        // coordinate), so one sample per visible column and one per visible row map them all.
+        let size = (source.width, source.height);
+        let along_x: Vec<(usize, usize)> = columns
+            .clone()
+            .map(|dx| placement.source_pixel(dx, rows.start, size))
+            .collect();
+        let along_y: Vec<(usize, usize)> = rows
+            .clone()
+            .map(|dy| placement.source_pixel(columns.start, dy, size))
+            .collect();
+        let swapped = matches!(
+            placement.transform,
+            Transform::_90 | Transform::_270 | Transform::Flipped90 | Transform::Flipped270
+        );
+        let pixels = source.decode();
+        let blend = source.format == PixelFormat::Argb8888;
+        self.fill_destination(placement, (columns, rows), blend, |i, j| {
+            let (x, y) = match swapped {
+                false => (along_x[i].0, along_y[j].1),
+                true => (along_y[j].0, along_x[i].1),
+            };
+            pixels[y * source.width as usize + x]
+        });
+    }
+
+    /// Draws one premultiplied ARGB8888 colour over the destination (a single-pixel buffer).
+    pub fn draw_solid(&mut self, argb: u32, placement: &Placement) {
+        if let Some(clip) = self.destination_clip(placement) {
+            self.fill_destination(placement, clip, argb >> 24 != 0xff, |_, _| argb);
+        }
+    }
+
+    /// The destination's columns and rows (relative to its corner) that lie on the canvas.
+    fn destination_clip(&self, placement: &Placement) -> Option<(Range<u32>, Range<u32>)> {
+        let axis = |position: i64, length: u32, limit: u32| {
+            let start = position.max(0);
+            let end = position
+                .saturating_add(i64::from(length))
+                .min(i64::from(limit));
+            // Both ends lie in 0..=length, so they fit in a u32.
+            (start < end).then(|| (start - position) as u32..(end - position) as u32)
+        };
+        Some((
+            axis(placement.x, placement.width, self.width)?,
+            axis(placement.y, placement.height, self.height)?,
+        ))
+    }
+
+    /// Writes `sample(i, j)` at the `i`th column and `j`th row of the clipped destination,
+    /// composed over the canvas when `blend`.
+    fn fill_destination(
+        &mut self,
+        placement: &Placement,
+        (columns, rows): (Range<u32>, Range<u32>),
+        blend: bool,
+        sample: impl Fn(usize, usize) -> u32,
+    ) {
+        let canvas_width = self.width as usize;
+        // The clip keeps x + column and y + row on the canvas.
+        let left = (placement.x + i64::from(columns.start)) as usize;
+        let top = (placement.y + i64::from(rows.start)) as usize;
+        let width = columns.len();
+        for j in 0..rows.len() {
+            let start = (top + j) * canvas_width + left;
+            for (i, pixel) in self.pixels[start..start + width].iter_mut().enumerate() {
+                let source = sample(i, j);
+                *pixel = match (blend, source >> 24) {
+                    (false, _) | (true, 0xff) => OPAQUE | source,
+                    (true, _) if source == 0 => *pixel,
+                    (true, _) => over_premultiplied(source, *pixel),
+                };
+            }
+        }
+    }
+
     /// The part of the canvas inside the rectangle at (x, y) of `width`×`height`, clipped to
     /// the canvas (a capture of an output region).
     pub fn crop(&self, x: u32, y: u32, width: u32, height: u32) -> Canvas {
@@ -576,6 +770,22 @@ impl Canvas {
             height,
             pixels,
         })
+    }
+
+    /// Fills the rectangle at (x, y) of `width`×`height`, clipped to the canvas, with `color`
+    /// (`0xRRGGBB`): the compositor's own drawings (labels, marks) over the frame.
+    pub fn fill_rect(&mut self, x: i32, y: i32, width: u32, height: u32, color: u32) {
+        let clip = |start: i32, len: u32, max: u32| {
+            let end = i64::from(start) + i64::from(len);
+            let start = i64::from(start).clamp(0, i64::from(max)) as usize;
+            (start, (end.clamp(0, i64::from(max)) as usize).max(start))
+        };
+        let (x0, x1) = clip(x, width, self.width);
+        let (y0, y1) = clip(y, height, self.height);
+        let stride = self.width as usize;
+        for row in y0..y1 {
+            self.pixels[row * stride + x0..row * stride + x1].fill(OPAQUE | color);
+        }
     }
 
     /// Turns the rectangle at (x, y) of `width`×`height` (clipped) upside down: how a
@@ -1730,5 +1940,119 @@ mod tests {
         let mut twice = canvas.clone();
         twice.flip_vertically(1, 0, 2, 3);
         assert_eq!(twice, numbered_canvas());
+    }
+    // ---- placement: viewport, scale, transform ---------------------------------------------
+
+    /// A 4×2 XRGB buffer whose pixel (x, y) is 0x10·y + x.
+    fn four_by_two() -> Vec<u8> {
+        xrgb_bytes(&[0x00, 0x01, 0x02, 0x03, 0x10, 0x11, 0x12, 0x13])
+    }
+
+    fn drawn(placement: Placement, width: u32, height: u32) -> Vec<u32> {
+        let data = four_by_two();
+        let source = single_plane(PixelFormat::Xrgb8888, 4, 2, &data, 16);
+        let mut canvas = Canvas::new(width, height);
+        canvas.draw(&source, &placement);
+        canvas.pixels().iter().map(|p| p & 0xff_ffff).collect()
+    }
+
+    #[test]
+    fn a_plain_placement_is_a_blit() {
+        assert_eq!(
+            drawn(Placement::plain(0, 0, 4, 2), 4, 2),
+            [0x00, 0x01, 0x02, 0x03, 0x10, 0x11, 0x12, 0x13]
+        );
+    }
+
+    #[test]
+    fn a_viewport_crops_and_scales() {
+        // The right half of the buffer (2×2), shown at 4×4: every pixel doubled.
+        let placement = Placement {
+            src: Rectangle::new((2.0, 0.0).into(), (2.0, 2.0).into()),
+            ..Placement::plain(0, 0, 4, 4)
+        };
+        assert_eq!(
+            drawn(placement, 4, 4),
+            [
+                0x02, 0x02, 0x03, 0x03, //
+                0x02, 0x02, 0x03, 0x03, //
+                0x12, 0x12, 0x13, 0x13, //
+                0x12, 0x12, 0x13, 0x13,
+            ]
+        );
+        // The whole buffer down to 2×1: the sample centres fall in columns 1 and 3 of row 1.
+        let placement = Placement {
+            src: Rectangle::from_size((4.0, 2.0).into()),
+            ..Placement::plain(0, 0, 2, 1)
+        };
+        assert_eq!(drawn(placement, 2, 1), [0x11, 0x13]);
+    }
+
+    #[test]
+    fn buffer_scale_and_transform_turn_the_buffer_as_smithay_does() {
+        // Buffer scale 2: the 4×2 buffer is a 2×1 surface.
+        let placement = Placement {
+            src: Rectangle::from_size((2.0, 1.0).into()),
+            buffer_scale: 2,
+            ..Placement::plain(0, 0, 2, 1)
+        };
+        assert_eq!(drawn(placement, 2, 1), [0x11, 0x13]);
+        // Transform 90: the client rotated its content, so the 4×2 buffer is a 2×4 surface;
+        // smithay's to_buffer maps surface (x, y) to buffer (y, 2 − x) here.
+        let placement = Placement {
+            src: Rectangle::from_size((2.0, 4.0).into()),
+            transform: Transform::_90,
+            ..Placement::plain(0, 0, 2, 4)
+        };
+        let turned = drawn(placement, 2, 4);
+        for dy in 0..4u32 {
+            for dx in 0..2u32 {
+                let p = Point::<f64, Logical>::from((f64::from(dx) + 0.5, f64::from(dy) + 0.5))
+                    .to_buffer(1.0, Transform::_90, &Size::from((2.0, 4.0)));
+                let expected = 0x10 * (p.y.floor() as u32) + p.x.floor() as u32;
+                assert_eq!(turned[(dy * 2 + dx) as usize], expected, "({dx}, {dy})");
+            }
+        }
+        // Every buffer pixel shows up exactly once.
+        let mut sorted = turned.clone();
+        sorted.sort();
+        assert_eq!(sorted, [0x00, 0x01, 0x02, 0x03, 0x10, 0x11, 0x12, 0x13]);
+    }
+
+    #[test]
+    fn y_inverted_buffers_are_shown_upright() {
+        let placement = Placement {
+            y_inverted: true,
+            ..Placement::plain(0, 0, 4, 2)
+        };
+        assert_eq!(
+            drawn(placement, 4, 2),
+            [0x10, 0x11, 0x12, 0x13, 0x00, 0x01, 0x02, 0x03]
+        );
+    }
+
+    #[test]
+    fn a_destination_far_outside_or_huge_is_clipped_without_overflow() {
+        let far = Placement::plain(i64::from(i32::MAX) * 4, -5, 4, 2);
+        assert_eq!(drawn(far, 3, 3), [0; 9]);
+        let huge = Placement {
+            src: Rectangle::from_size((4.0, 2.0).into()),
+            ..Placement::plain(-1, -1, u32::MAX, u32::MAX)
+        };
+        // Clipped to the canvas; samples come from the buffer's top-left pixel.
+        assert_eq!(drawn(huge, 2, 2), [0x00; 4]);
+    }
+
+    #[test]
+    fn a_solid_colour_fills_and_blends() {
+        let mut canvas = Canvas::new(3, 1);
+        canvas.clear(0x00_00ff);
+        canvas.draw_solid(0xffff_0000, &Placement::plain(0, 0, 1, 1));
+        // Half-transparent green, premultiplied, over blue.
+        canvas.draw_solid(0x8000_8000, &Placement::plain(1, 0, 1, 1));
+        assert_eq!(
+            canvas.pixels(),
+            &[0xffff_0000, OPAQUE | 0x00_807f, OPAQUE | 0x00_00ff]
+        );
     }
 }

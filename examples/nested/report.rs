@@ -21,6 +21,8 @@ pub struct Report {
     backend: &'static str,
     frames: u64,
     bridge_on: bool,
+    /// Frames that showed a window while its client was still writing it (`--labels`).
+    frames_mid_write: Option<u64>,
     clients: Vec<ClientLine>,
 }
 
@@ -79,6 +81,7 @@ impl Report {
             backend: state.screen.backend.name(),
             frames: state.screen.frames,
             bridge_on: state.bridge_on,
+            frames_mid_write: state.screen.labels.as_ref().map(|l| l.stale_frames),
             clients,
         }
     }
@@ -116,6 +119,7 @@ impl Report {
             "backend": self.backend,
             "bridge": self.bridge_on,
             "frames": self.frames,
+            "frames_mid_write": self.frames_mid_write,
             "clients": clients,
         })
     }

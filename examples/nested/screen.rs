@@ -9,20 +9,29 @@ use std::time::Duration;
 
 use smithay::backend::allocator::dmabuf::Dmabuf;
 use smithay::backend::allocator::Format;
-use smithay::backend::renderer::utils::with_renderer_surface_state;
+use smithay::backend::renderer::utils::{
+    with_renderer_surface_state, RendererSurfaceStateUserData,
+};
 use smithay::output::Output;
+use smithay::reexports::wayland_protocols::wp::presentation_time::server::wp_presentation_feedback;
 use smithay::reexports::wayland_server::backend::{ClientId, ObjectId};
 use smithay::reexports::wayland_server::protocol::wl_buffer::WlBuffer;
 use smithay::reexports::wayland_server::protocol::wl_callback::WlCallback;
 use smithay::reexports::wayland_server::protocol::wl_surface::WlSurface;
 use smithay::reexports::wayland_server::Resource;
-use smithay::wayland::compositor::{with_states, SurfaceAttributes};
+use smithay::utils::{Clock, Logical, Monotonic, Point};
+use smithay::wayland::compositor::{
+    with_states, with_surface_tree_upward, SurfaceAttributes, SurfaceData, TraversalAction,
+};
+use smithay::wayland::presentation::{
+    PresentationFeedbackCachedState, PresentationFeedbackCallback, Refresh,
+};
 use wayland_protocols_wlr::screencopy::v1::server::zwlr_screencopy_frame_v1::ZwlrScreencopyFrameV1;
 
 use fencebridge::fence::SyncFile;
 
 use crate::headless::Headless;
-use crate::render::Canvas;
+use crate::render::{Canvas, Placement};
 use crate::screencopy;
 use crate::state::Nested;
 use crate::window::Window;
@@ -93,8 +102,15 @@ pub struct Screen {
     pub canvas: Canvas,
     /// Keep `canvas` current even when no capture asks (`--png`).
     pub keep_canvas: bool,
+    /// Put the write fence of a capture's copy on its dma-buf (off: `--no-publish`, the
+    /// compositor a capture consumer's stale-frame test must catch).
+    pub publish_capture_writes: bool,
+    /// Labels on the output (`--labels`).
+    pub labels: Option<crate::label::Labels>,
     /// Something changed since the last frame was started.
     pub dirty: bool,
+    /// A frame was due while the GPU was busy: start it when the GPU is done.
+    pub owed: bool,
     /// Frames shown.
     pub frames: u64,
     /// Screen captures waiting for the next frame.
@@ -103,11 +119,16 @@ pub struct Screen {
     pub shown: HashMap<ClientId, (Option<i32>, u64)>,
     /// Surfaces with a buffer committed since the last frame.
     fresh: HashSet<ObjectId>,
+    /// Presentation feedback of the frame being drawn, sent when it is shown.
+    presentation: Vec<PresentationFeedbackCallback>,
+    /// wp_presentation's clock (CLOCK_MONOTONIC) and the output's refresh period.
+    pub clock: Clock<Monotonic>,
+    pub frame_interval: Duration,
     pub backend: Backend,
 }
 
 impl Screen {
-    pub fn new(backend: Backend, output: Output) -> Self {
+    pub fn new(backend: Backend, output: Output, frame_interval: Duration) -> Self {
         let (width, height) = output_size(&output);
         let mut canvas = Canvas::new(width, height);
         canvas.clear(BACKGROUND);
@@ -115,11 +136,17 @@ impl Screen {
             output,
             canvas,
             keep_canvas: false,
+            publish_capture_writes: true,
+            labels: None,
             dirty: true,
+            owed: false,
             frames: 0,
             captures: Vec::new(),
             shown: HashMap::new(),
             fresh: HashSet::new(),
+            presentation: Vec::new(),
+            clock: Clock::new(),
+            frame_interval,
             backend,
         }
     }
@@ -169,28 +196,36 @@ fn output_size(output: &Output) -> (u32, u32) {
 /// them once the frame is queued: a client may then commit its next buffer while this frame
 /// still reads the last one, and fencebridge holds that buffer's release until the frame's
 /// read fence signals.
-pub fn start_frame(state: &mut Nested, elapsed: Duration) {
-    let screen = &state.screen;
+pub fn start_frame(state: &mut Nested) {
+    let screen = &mut state.screen;
     let ready = match &screen.backend {
         Backend::Headless(headless) => !headless.frame_in_flight(),
         Backend::Window(_) => true,
     };
     let wanted = screen.dirty || !screen.captures.is_empty();
+    // A frame due while the GPU is still busy starts as soon as it is done, as a compositor
+    // catches the next vblank, rather than a whole frame period later.
+    screen.owed = wanted && !ready;
     if !ready || !wanted {
         return;
     }
+    let elapsed = screen.clock.now();
     state.screen.dirty = false;
-    let surfaces = frame_surfaces(state);
+    let scene = frame_scene(state);
+    crate::label::frame_reads(state, &scene.surfaces);
     let screen = &mut state.screen;
     // A window frame that failed still answers its clients (nothing reads their buffers);
     // captures wait for the next one.
     let mut failed = false;
     let read_fence = match &mut screen.backend {
-        Backend::Headless(headless) => headless.draw(&surfaces, screen.canvas.clone()),
+        Backend::Headless(headless) => {
+            let size = (screen.canvas.width(), screen.canvas.height());
+            headless.draw(&scene.surfaces, scene.windows(), size)
+        }
         Backend::Window(window) => {
             let read_back = screen.keep_canvas || !screen.captures.is_empty();
             window
-                .draw(&surfaces, read_back.then_some(&mut screen.canvas))
+                .draw(&scene.toplevels, read_back.then_some(&mut screen.canvas))
                 .unwrap_or_else(|e| {
                     tracing::warn!("nested: the window's frame failed: {e}");
                     failed = true;
@@ -198,11 +233,14 @@ pub fn start_frame(state: &mut Nested, elapsed: Duration) {
                 })
         }
     };
-    let drawn: Vec<WlSurface> = surfaces.into_iter().map(|(surface, _)| surface).collect();
+    let drawn: Vec<WlSurface> = scene.surfaces.into_iter().map(|p| p.surface).collect();
     let unfenced = reads_started(state, &drawn, read_fence.as_ref());
     for callback in drawn.iter().flat_map(take_frame_callbacks) {
-        callback.done(elapsed.as_millis() as u32);
+        callback.done(Duration::from(elapsed).as_millis() as u32);
     }
+    // Presentation feedback goes out when the frame is shown.
+    let feedback = drawn.iter().flat_map(take_presentation_feedback);
+    state.screen.presentation.extend(feedback);
     match &mut state.screen.backend {
         // Its frame is shown (and its unfenced reads end) when the software GPU is done.
         Backend::Headless(headless) => headless.reads_end_with_frame(unfenced),
@@ -217,27 +255,131 @@ pub fn start_frame(state: &mut Nested, elapsed: Duration) {
     }
 }
 
-/// The toplevels with a buffer, in mapping order, with their buffers. Each one whose buffer
-/// is new since the last frame counts as shown for its client.
-fn frame_surfaces(state: &mut Nested) -> Vec<(WlSurface, WlBuffer)> {
-    let mut surfaces = Vec::new();
+/// What a frame shows.
+pub struct Scene {
+    /// Each mapped toplevel's root surface and its position on the output, tiled left to
+    /// right in mapping order (a backend that draws surface trees itself takes these).
+    pub toplevels: Vec<(WlSurface, Point<i32, Logical>)>,
+    /// Every surface of those trees that has a buffer, back to front: subsurfaces at their
+    /// positions and in their stacking order, with their viewport, scale and transform.
+    pub surfaces: Vec<Placed>,
+}
+
+impl Scene {
+    /// Where each toplevel's own surface lands (what `--labels` writes under).
+    fn windows(&self) -> Vec<crate::label::Placed> {
+        let clamp = |v: i64| v.clamp(i32::MIN.into(), i32::MAX.into()) as i32;
+        self.surfaces
+            .iter()
+            .filter(|placed| self.toplevels.iter().any(|(root, _)| *root == placed.surface))
+            .map(|placed| crate::label::Placed {
+                surface: placed.surface.clone(),
+                x: clamp(placed.placement.x),
+                y: clamp(placed.placement.y),
+                width: placed.placement.width,
+                height: placed.placement.height,
+            })
+            .collect()
+    }
+}
+
+/// A surface a frame draws.
+pub struct Placed {
+    pub surface: WlSurface,
+    pub buffer: WlBuffer,
+    pub placement: Placement,
+}
+
+/// The scene of the next frame. Each surface whose buffer is new since the last frame counts
+/// as shown for its client.
+fn frame_scene(state: &mut Nested) -> Scene {
+    let mut scene = Scene {
+        toplevels: Vec::new(),
+        surfaces: Vec::new(),
+    };
+    let mut x: i32 = 0;
     for toplevel in &state.toplevels {
-        let surface = toplevel.wl_surface();
-        let Some(Some(buffer)) =
-            with_renderer_surface_state(surface, |s| s.buffer().map(|b| WlBuffer::clone(b)))
+        let root = toplevel.wl_surface();
+        let Some(width) =
+            with_renderer_surface_state(root, |s| s.view().map(|v| v.dst.w)).flatten()
         else {
-            continue;
+            continue; // not mapped
         };
-        if state.screen.fresh.remove(&surface.id()) {
-            if let Some(client) = surface.client() {
+        scene.toplevels.push((root.clone(), (x, 0).into()));
+        place_tree(root, (i64::from(x), 0), &mut scene.surfaces);
+        // Sizes come from clients: a sum past i32 is past any output, so nothing after it
+        // would be seen anyway.
+        let Some(next) = x.checked_add(width.max(0)) else {
+            break;
+        };
+        x = next;
+    }
+    for placed in &scene.surfaces {
+        if state.screen.fresh.remove(&placed.surface.id()) {
+            if let Some(client) = placed.surface.client() {
                 let pid = client.get_credentials(&state.display).ok().map(|c| c.pid);
                 state.screen.shown.entry(client.id()).or_insert((pid, 0)).1 += 1;
             }
         }
-        surfaces.push((surface.clone(), buffer));
     }
     state.screen.fresh.clear();
-    surfaces
+    scene
+}
+
+/// Places every surface of `root`'s tree that has a buffer, back to front, `root` at `origin`
+/// (as smithay's `render_elements_from_surface_tree` places them, in i64: offsets come from
+/// clients).
+fn place_tree(root: &WlSurface, origin: (i64, i64), placed: &mut Vec<Placed>) {
+    let offset = |states: &SurfaceData, (x, y): (i64, i64)| {
+        let view = states
+            .data_map
+            .get::<RendererSurfaceStateUserData>()?
+            .lock()
+            .ok()?
+            .view()?;
+        Some((
+            x.saturating_add(view.offset.x.into()),
+            y.saturating_add(view.offset.y.into()),
+        ))
+    };
+    with_surface_tree_upward(
+        root,
+        origin,
+        |_, states, &at| match offset(states, at) {
+            Some(at) => TraversalAction::DoChildren(at),
+            None => TraversalAction::SkipChildren,
+        },
+        |surface, states, &at| {
+            let Some(data) = states.data_map.get::<RendererSurfaceStateUserData>() else {
+                return;
+            };
+            let Ok(data) = data.lock() else {
+                return;
+            };
+            let (Some(view), Some(buffer)) = (data.view(), data.buffer()) else {
+                return;
+            };
+            let (x, y) = (
+                at.0.saturating_add(view.offset.x.into()),
+                at.1.saturating_add(view.offset.y.into()),
+            );
+            placed.push(Placed {
+                surface: surface.clone(),
+                buffer: WlBuffer::clone(buffer),
+                placement: Placement {
+                    x,
+                    y,
+                    width: u32::try_from(view.dst.w).unwrap_or(0),
+                    height: u32::try_from(view.dst.h).unwrap_or(0),
+                    src: view.src,
+                    buffer_scale: data.buffer_scale(),
+                    transform: data.buffer_transform(),
+                    y_inverted: false,
+                },
+            });
+        },
+        |_, _, _| true,
+    );
 }
 
 /// Tells fencebridge that a frame reads `surfaces` until `fence` signals. Returns the
@@ -272,6 +414,18 @@ pub fn reads_done(state: &mut Nested, surfaces: &[WlSurface]) {
 /// A frame is on screen (and in `canvas`): count it, serve the captures waiting for it.
 pub fn frame_shown(state: &mut Nested) {
     state.screen.frames += 1;
+    let screen = &mut state.screen;
+    let now = screen.clock.now();
+    let refresh = Refresh::fixed(screen.frame_interval);
+    for feedback in screen.presentation.drain(..) {
+        feedback.presented(
+            &screen.output,
+            now,
+            refresh,
+            screen.frames,
+            wp_presentation_feedback::Kind::empty(),
+        );
+    }
     for (frame, buffer) in std::mem::take(&mut state.screen.captures) {
         screencopy::copy_now(state, &frame, &buffer);
     }
@@ -289,6 +443,19 @@ pub fn capture(state: &mut Nested, frame: &ZwlrScreencopyFrameV1, buffer: WlBuff
     } else {
         state.screen.captures.push((frame.clone(), buffer));
     }
+}
+
+/// The surface's wp_presentation feedback requests: answered when the frame is shown.
+fn take_presentation_feedback(surface: &WlSurface) -> Vec<PresentationFeedbackCallback> {
+    with_states(surface, |states| {
+        std::mem::take(
+            &mut states
+                .cached_state
+                .get::<PresentationFeedbackCachedState>()
+                .current()
+                .callbacks,
+        )
+    })
 }
 
 /// The surface's pending wl_surface.frame callbacks: answered when the frame is submitted.

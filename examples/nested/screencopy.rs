@@ -1,22 +1,31 @@
 //! wlr-screencopy-unstable-v1 (version 3), the capture protocol `grim` and most screenshot
-//! and recording tools speak. A capture copies the output into a client's wl_shm buffer, in
-//! XRGB8888 or ARGB8888: the frame being drawn when it is done, else the frame shown now.
+//! and recording tools speak. A capture copies the output into a client's buffer, in XRGB8888
+//! or ARGB8888: the frame being drawn when it is done, else the frame shown now. The buffer is
+//! a wl_shm one (copied on the loop), or, from version 3, a linux-dmabuf one, as screencast
+//! tools (PipeWire) use: the headless backend's software GPU writes it, and `ready` goes out
+//! at once, while it still writes. The copy's write fence is published on the dma-buf
+//! (fencebridge's `publish_compositor_write`), so the consumer's implicit wait
+//! (`DMA_BUF_IOCTL_EXPORT_SYNC_FILE`, poll, its GPU's import) ends when the copy is written.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use smithay::backend::allocator::dmabuf::Dmabuf;
+use smithay::backend::allocator::Fourcc;
 use smithay::output::Output;
 use smithay::reexports::wayland_server::protocol::{wl_buffer::WlBuffer, wl_shm};
 use smithay::reexports::wayland_server::{
     Client, DataInit, Dispatch, DisplayHandle, GlobalDispatch, New, Resource,
 };
+use smithay::wayland::dmabuf::get_dmabuf;
 use smithay::wayland::shm::{with_buffer_contents_mut, BufferData};
 use wayland_protocols_wlr::screencopy::v1::server::{
     zwlr_screencopy_frame_v1::{self, ZwlrScreencopyFrameV1},
     zwlr_screencopy_manager_v1::{self, ZwlrScreencopyManagerV1},
 };
 
-use crate::screen;
+use crate::gpu;
+use crate::screen::{self, Backend};
 use crate::state::Nested;
 
 const VERSION: u32 = 3;
@@ -102,6 +111,7 @@ impl Dispatch<ZwlrScreencopyManagerV1, ()> for Nested {
         }
         frame.buffer(wl_shm::Format::Xrgb8888, w as u32, h as u32, w as u32 * 4);
         if frame.version() >= 3 {
+            frame.linux_dmabuf(Fourcc::Xrgb8888 as u32, w as u32, h as u32);
             frame.buffer_done();
         }
     }
@@ -131,13 +141,25 @@ impl Dispatch<ZwlrScreencopyFrameV1, Frame> for Nested {
     }
 }
 
+/// Why a copy did not happen.
+enum CopyError {
+    /// The client's buffer does not fit the capture: a protocol error.
+    InvalidBuffer(String),
+    /// The compositor could not do it: the capture fails (`failed`).
+    Failed(String),
+}
+
 /// Copies the output into the capture's buffer and tells the client, or raises the protocol
 /// error for a buffer that does not fit.
 pub fn copy_now(state: &Nested, frame: &ZwlrScreencopyFrameV1, buffer: &WlBuffer) {
     let Some(data) = frame.data::<Frame>() else {
         return;
     };
-    match copy(state, data, buffer) {
+    let copied = match get_dmabuf(buffer) {
+        Ok(dmabuf) => copy_dmabuf(state, data, dmabuf),
+        Err(_) => copy(state, data, buffer).map_err(CopyError::InvalidBuffer),
+    };
+    match copied {
         Ok(()) => {
             frame.flags(zwlr_screencopy_frame_v1::Flags::empty());
             if frame.version() >= 2 {
@@ -149,8 +171,41 @@ pub fn copy_now(state: &Nested, frame: &ZwlrScreencopyFrameV1, buffer: &WlBuffer
             let secs = now.as_secs();
             frame.ready((secs >> 32) as u32, secs as u32, now.subsec_nanos());
         }
-        Err(reason) => frame.post_error(zwlr_screencopy_frame_v1::Error::InvalidBuffer, reason),
+        Err(CopyError::InvalidBuffer(reason)) => {
+            frame.post_error(zwlr_screencopy_frame_v1::Error::InvalidBuffer, reason)
+        }
+        Err(CopyError::Failed(reason)) => {
+            tracing::warn!("nested: a capture failed: {reason}");
+            frame.failed();
+        }
     }
+}
+
+/// Copies the frame's region of the last rendered frame into a client's dma-buf. Headless, the
+/// software GPU writes it after the frames queued before (`ready` goes out now) and its write
+/// fence goes on the buffer; in a window, or without vgem for a fence, it is written here.
+fn copy_dmabuf(state: &Nested, frame: &Frame, target: &Dmabuf) -> Result<(), CopyError> {
+    gpu::check_capture_target(target, frame.width, frame.height)
+        .map_err(CopyError::InvalidBuffer)?;
+    let image = state
+        .screen
+        .canvas
+        .crop(frame.x, frame.y, frame.width, frame.height);
+    let Backend::Headless(headless) = &state.screen.backend else {
+        return gpu::write_dmabuf(target, &image).map_err(CopyError::Failed);
+    };
+    let written = headless
+        .copy(image, target.clone())
+        .map_err(CopyError::Failed)?;
+    if let Some(written) = written.filter(|_| state.screen.publish_capture_writes) {
+        // fencebridge: whoever reads the capture implicitly waits until the GPU has written it.
+        fencebridge::wayland::publish_compositor_write(target, &written).map_err(|e| {
+            CopyError::Failed(format!(
+                "cannot put the copy's write fence on the dma-buf: {e}"
+            ))
+        })?;
+    }
+    Ok(())
 }
 
 /// Copies the frame's region of the last rendered frame into `buffer`, which must be a wl_shm

@@ -1,8 +1,11 @@
-//! The compositor's state and its smithay handlers: wl_compositor, xdg_shell, wl_shm,
-//! linux-dmabuf, wl_output (with xdg-output), wlr-screencopy and fencebridge. Everything
+//! The compositor's state and its smithay handlers: wl_compositor (with subsurfaces),
+//! xdg_shell, wl_shm, linux-dmabuf, wp_viewporter, wp_presentation,
+//! wp_single_pixel_buffer_manager_v1, wl_output (with xdg-output), wlr-screencopy and
+//! fencebridge. Everything
 //! fencebridge needs is marked `// fencebridge:`.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use fencebridge::wayland::{self, Config, FenceBridgeHandler, FenceBridgeState, OverdueWait};
 use smithay::backend::allocator::dmabuf::Dmabuf;
@@ -13,7 +16,7 @@ use smithay::reexports::calloop::LoopHandle;
 use smithay::reexports::wayland_server::backend::{ClientData, ClientId, DisconnectReason};
 use smithay::reexports::wayland_server::protocol::{wl_buffer, wl_seat, wl_surface::WlSurface};
 use smithay::reexports::wayland_server::{Client, DisplayHandle};
-use smithay::utils::{Serial, Transform};
+use smithay::utils::{Clock, Monotonic, Serial, Transform};
 use smithay::wayland::buffer::BufferHandler;
 use smithay::wayland::compositor::{
     with_states, BufferAssignment, CompositorClientState, CompositorHandler, CompositorState,
@@ -23,13 +26,16 @@ use smithay::wayland::dmabuf::{
     DmabufFeedbackBuilder, DmabufGlobal, DmabufHandler, DmabufState, ImportNotifier,
 };
 use smithay::wayland::output::{OutputHandler, OutputManagerState};
+use smithay::wayland::presentation::PresentationState;
 use smithay::wayland::shell::xdg::{
     PopupSurface, PositionerState, ToplevelSurface, XdgShellHandler, XdgShellState,
 };
 use smithay::wayland::shm::{ShmHandler, ShmState};
+use smithay::wayland::single_pixel_buffer::SinglePixelBufferState;
+use smithay::wayland::viewporter::ViewporterState;
 use smithay::{
-    delegate_compositor, delegate_dmabuf, delegate_output, delegate_seat, delegate_shm,
-    delegate_xdg_shell,
+    delegate_compositor, delegate_dmabuf, delegate_output, delegate_presentation, delegate_seat,
+    delegate_shm, delegate_single_pixel_buffer, delegate_viewporter, delegate_xdg_shell,
 };
 
 use crate::screen::{Backend, Screen};
@@ -45,6 +51,11 @@ pub struct Nested {
     dmabuf: DmabufState,
     _dmabuf_global: DmabufGlobal,
     _outputs: OutputManagerState,
+    // What video players use: a viewport to scale the video, presentation feedback to pace it,
+    // single-pixel buffers for borders and black bars.
+    _viewporter: ViewporterState,
+    _presentation: PresentationState,
+    _single_pixel: SinglePixelBufferState,
     /// The output, its backend and what it showed.
     pub screen: Screen,
     /// fencebridge: the bridge's state.
@@ -64,7 +75,7 @@ impl Nested {
         loop_handle: LoopHandle<'static, Nested>,
         bridge_on: bool,
         mut backend: Backend,
-        (width, height): (u32, u32),
+        ((width, height), frame_interval): ((u32, u32), Duration),
     ) -> Self {
         let mut dmabuf = DmabufState::new();
         let formats = backend.dmabuf_formats();
@@ -99,7 +110,13 @@ impl Nested {
             dmabuf,
             _dmabuf_global: dmabuf_global,
             _outputs: outputs,
-            screen: Screen::new(backend, output),
+            screen: Screen::new(backend, output, frame_interval),
+            _viewporter: ViewporterState::new::<Nested>(dh),
+            _presentation: PresentationState::new::<Nested>(
+                dh,
+                Clock::<Monotonic>::new().id() as u32,
+            ),
+            _single_pixel: SinglePixelBufferState::new::<Nested>(dh),
             bridge: FenceBridgeState::new::<Nested>(dh, config),
             bridge_on,
             toplevels: Vec::new(),
@@ -270,6 +287,9 @@ delegate_compositor!(Nested);
 delegate_xdg_shell!(Nested);
 delegate_shm!(Nested);
 delegate_dmabuf!(Nested);
+delegate_viewporter!(Nested);
+delegate_presentation!(Nested);
+delegate_single_pixel_buffer!(Nested);
 
 /// Inserts a client connection.
 pub fn insert_client(dh: &mut DisplayHandle, stream: std::os::unix::net::UnixStream) {

@@ -22,15 +22,13 @@ use smithay::backend::renderer::element::surface::{
 use smithay::backend::renderer::element::Kind;
 use smithay::backend::renderer::gles::GlesRenderer;
 use smithay::backend::renderer::sync::SyncPoint;
-use smithay::backend::renderer::utils::with_renderer_surface_state;
 use smithay::backend::renderer::{ExportMem, ImportDma, Renderer, TextureMapping};
 use smithay::backend::winit::{self, WinitEvent, WinitEventLoop, WinitGraphicsBackend};
 use smithay::reexports::calloop::channel::{self, Channel};
-use smithay::reexports::wayland_server::protocol::wl_buffer::WlBuffer;
 use smithay::reexports::wayland_server::protocol::wl_surface::WlSurface;
 use smithay::reexports::winit::dpi::PhysicalSize;
 use smithay::reexports::winit::window::Window as WinitWindow;
-use smithay::utils::{Physical, Rectangle, Size, Transform};
+use smithay::utils::{Logical, Physical, Point, Rectangle, Size, Transform};
 
 use fencebridge::fence::SyncFile;
 
@@ -124,12 +122,12 @@ impl Window {
             .map_err(|e| e.to_string())
     }
 
-    /// Draws `surfaces` tiled left to right and swaps; reads the frame back into `canvas` if
-    /// one is given. Returns the frame's render fence as a sync_file, if the driver exports
-    /// one.
+    /// Draws the `toplevels`' surface trees at their positions and swaps; reads the frame back
+    /// into `canvas` if one is given. Returns the frame's render fence as a sync_file, if the
+    /// driver exports one.
     pub fn draw(
         &mut self,
-        surfaces: &[(WlSurface, WlBuffer)],
+        toplevels: &[(WlSurface, Point<i32, Logical>)],
         canvas: Option<&mut Canvas>,
     ) -> Result<Option<SyncFile>, Error> {
         // A read-back needs every pixel of this frame drawn, not just the damage since the
@@ -140,20 +138,16 @@ impl Window {
         };
         let (renderer, mut framebuffer) = self.backend.bind()?;
         let mut elements: Vec<WaylandSurfaceRenderElement<GlesRenderer>> = Vec::new();
-        let mut x = 0;
-        for (surface, _) in surfaces {
-            let width = with_renderer_surface_state(surface, |s| s.surface_size())
-                .flatten()
-                .map_or(0, |size| size.w);
+        // Front to back, as the damage tracker takes them: the last toplevel mapped on top.
+        for (surface, at) in toplevels.iter().rev() {
             elements.extend(render_elements_from_surface_tree(
                 renderer,
                 surface,
-                (x, 0),
+                at.to_physical(1),
                 1.0,
                 1.0,
                 Kind::Unspecified,
             ));
-            x += width;
         }
         let result = self.damage.render_output(
             renderer,

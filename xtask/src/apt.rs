@@ -27,9 +27,18 @@ pub const HOST_TOOLS: &[&str] = &[
 ];
 
 /// Real Wayland clients the end-to-end tests and the demo run against the reference compositor
-/// (the guest runs the host's programs): `weston-simple-dmabuf-v4l` (package weston), a V4L2
-/// → linux-dmabuf video client, and `grim`, a screenshot tool speaking wlr-screencopy.
-pub const WAYLAND_CLIENTS: &[&str] = &["weston", "grim"];
+/// (the guest runs the host's programs): Weston's clients (`weston-simple-dmabuf-v4l`, a V4L2
+/// → linux-dmabuf video client, `weston-simple-shm`, `weston-simple-egl`), `grim`, a screenshot
+/// tool speaking wlr-screencopy, and GStreamer (`gst-launch-1.0` with `waylandsink` from -bad,
+/// `v4l2src` from -good, `videotestsrc` from -base), the player a video engineer reaches for.
+pub const WAYLAND_CLIENTS: &[&str] = &[
+    "weston",
+    "grim",
+    "gstreamer1.0-tools",
+    "gstreamer1.0-plugins-base",
+    "gstreamer1.0-plugins-good",
+    "gstreamer1.0-plugins-bad",
+];
 
 /// What the reference compositor's window backend needs at run time, and its host test
 /// (`tests/window.rs`): an X server without a screen (`xvfb-run`, which needs xauth), Mesa's

@@ -1,16 +1,24 @@
 //! Reading the output back: zwlr_screencopy_manager_v1 into a wl_shm buffer — what the
-//! compositor last rendered, to judge by pixels rather than by its logs.
+//! compositor last rendered, to judge by pixels rather than by its logs — or, as a screencast
+//! consumer does, into a dma-buf (version 3's `linux_dmabuf` offer) that the compositor may
+//! still be writing when it says `ready`: the consumer waits for the buffer's fences
+//! (`DMA_BUF_IOCTL_EXPORT_SYNC_FILE`, read access) before it reads.
 
 use std::os::fd::AsFd;
 use std::os::unix::fs::FileExt;
+use std::time::{Duration, Instant};
 
-use wayland_client::protocol::{wl_output::WlOutput, wl_shm};
+use fencebridge::fence::{dmabuf, Access};
+use fencebridge::producer::Vgem;
+
+use wayland_client::protocol::{wl_buffer::WlBuffer, wl_output::WlOutput, wl_shm};
 use wayland_client::{Connection, Dispatch, Proxy, QueueHandle, WEnum};
 use wayland_protocols_wlr::screencopy::v1::client::{
     zwlr_screencopy_frame_v1::{self, ZwlrScreencopyFrameV1},
     zwlr_screencopy_manager_v1::ZwlrScreencopyManagerV1,
 };
 
+use crate::pixels::{Buffer, XRGB8888};
 use crate::wlclient::{Client, State, WlError, ANSWER_TIMEOUT};
 
 /// What the compositor said about the capture under way.
@@ -18,6 +26,8 @@ use crate::wlclient::{Client, State, WlError, ANSWER_TIMEOUT};
 pub struct Screencopy {
     /// The wl_shm buffer it wants: format, width, height, stride.
     buffer: Option<(WEnum<wl_shm::Format>, u32, u32, u32)>,
+    /// The dma-buf it accepts (version 3): DRM format, width, height.
+    dmabuf: Option<(u32, u32, u32)>,
     /// All buffer types announced (version 3).
     buffer_done: bool,
     ready: bool,
@@ -43,6 +53,58 @@ pub struct Capturer {
 
 /// wl_buffer index of the capture buffer (the vgem buffers count from 0).
 const CAPTURE_BUFFER: usize = usize::MAX;
+
+/// What a dma-buf capture buffer holds before the compositor writes it: black, which no test
+/// client draws and the compositor's background is not.
+const UNWRITTEN: u32 = 0;
+
+/// A capture into a dma-buf, and how the consumer's wait for it went.
+pub struct DmabufCapture {
+    /// The pixels read after the wait.
+    pub image: Image,
+    /// Whether a fence was still pending on the buffer when `ready` came.
+    pub pending_at_ready: bool,
+    /// How long the consumer waited for the buffer's fences.
+    pub wait: Duration,
+}
+
+/// A screencast consumer's capture buffers: vgem dma-bufs shared through linux-dmabuf, used in
+/// turn, made again when the output's size changes.
+pub struct CaptureBuffers {
+    vgem: Vgem,
+    buffers: Vec<Buffer>,
+    next: usize,
+}
+
+impl CaptureBuffers {
+    /// How many buffers a consumer keeps in turn (one read while the next is written).
+    const COUNT: usize = 2;
+
+    pub fn new() -> Result<CaptureBuffers, WlError> {
+        let vgem = Vgem::open().map_err(|e| {
+            WlError::new(
+                "no-device",
+                format!("no vgem device for the capture buffers ({e})"),
+            )
+        })?;
+        Ok(CaptureBuffers {
+            vgem,
+            buffers: Vec::new(),
+            next: 0,
+        })
+    }
+
+    /// The next buffer of `size`.
+    fn take<X>(&mut self, client: &Client<X>, size: (u32, u32)) -> Result<&mut Buffer, WlError> {
+        if self.buffers.first().map_or(true, |b| b.size() != size) {
+            self.buffers = (0..Self::COUNT)
+                .map(|i| Buffer::new(client, &self.vgem, size, CAPTURE_BUFFER - 1 - i))
+                .collect::<Result<_, _>>()?;
+        }
+        self.next = (self.next + 1) % self.buffers.len();
+        Ok(&mut self.buffers[self.next])
+    }
+}
 
 impl Capturer {
     /// Binds the screencopy manager (up to v3), the first wl_output and wl_shm.
@@ -72,17 +134,8 @@ impl Capturer {
         })
     }
 
-    /// Captures the output as the compositor last rendered it.
-    pub fn capture(&self, client: &mut Client<Screencopy>) -> Result<Image, WlError> {
-        let timeout = |what: &str| {
-            WlError::new(
-                "timeout",
-                format!(
-                    "screencopy: no {what} within {} s",
-                    ANSWER_TIMEOUT.as_secs()
-                ),
-            )
-        };
+    /// Asks for a capture of the whole output and waits for the buffer types it offers.
+    fn announce(&self, client: &mut Client<Screencopy>) -> Result<ZwlrScreencopyFrameV1, WlError> {
         client.state.ext = Screencopy::default();
         let frame = self
             .manager
@@ -96,6 +149,33 @@ impl Capturer {
             frame.destroy();
             return Err(timeout("buffer announcement"));
         }
+        Ok(frame)
+    }
+
+    /// Asks for the copy into `buffer` and waits for `ready` (or `failed`); destroys the frame.
+    fn copy(
+        client: &mut Client<Screencopy>,
+        frame: ZwlrScreencopyFrameV1,
+        buffer: &WlBuffer,
+    ) -> Result<(), WlError> {
+        frame.copy(buffer);
+        let answered = client.dispatch_until(ANSWER_TIMEOUT, |s| s.ext.ready || s.ext.failed);
+        frame.destroy();
+        if !answered? {
+            return Err(timeout("ready event"));
+        }
+        if client.state.ext.failed {
+            return Err(WlError::new(
+                "capture-failed",
+                "screencopy answered `failed`",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Captures the output as the compositor last rendered it.
+    pub fn capture(&self, client: &mut Client<Screencopy>) -> Result<Image, WlError> {
+        let frame = self.announce(client)?;
         let Some((format, width, height, stride)) = client.state.ext.buffer.take() else {
             frame.destroy();
             return Err(WlError::new(
@@ -136,20 +216,10 @@ impl Capturer {
             &client.qh,
             CAPTURE_BUFFER,
         );
-        frame.copy(&buffer);
-        let answered = client.dispatch_until(ANSWER_TIMEOUT, |s| s.ext.ready || s.ext.failed);
-        frame.destroy();
+        let copied = Self::copy(client, frame, &buffer);
         buffer.destroy();
         pool.destroy();
-        if !answered? {
-            return Err(timeout("ready event"));
-        }
-        if client.state.ext.failed {
-            return Err(WlError::new(
-                "capture-failed",
-                "screencopy answered `failed`",
-            ));
-        }
+        copied?;
         let mut bytes = vec![0u8; size as usize];
         std::fs::File::from(memfd)
             .read_exact_at(&mut bytes, 0)
@@ -165,6 +235,67 @@ impl Capturer {
             pixels,
         })
     }
+
+    /// Captures the output into one of `buffers`, a dma-buf, as a screencast consumer does:
+    /// the compositor may still be writing it when it says `ready`, so after `ready` the
+    /// consumer exports the buffer's fences for a read (`DMA_BUF_IOCTL_EXPORT_SYNC_FILE`) and
+    /// waits for them, then reads the pixels through its mapping.
+    pub fn capture_dmabuf(
+        &self,
+        client: &mut Client<Screencopy>,
+        buffers: &mut CaptureBuffers,
+    ) -> Result<DmabufCapture, WlError> {
+        let frame = self.announce(client)?;
+        let Some((format, width, height)) = client.state.ext.dmabuf.take() else {
+            frame.destroy();
+            return Err(WlError::new(
+                "capture-failed",
+                "screencopy offers no dma-buf (wlr-screencopy v3's linux_dmabuf event)",
+            ));
+        };
+        if format != XRGB8888 {
+            frame.destroy();
+            return Err(WlError::new(
+                "capture-failed",
+                format!("screencopy offers dma-buf format {format:#010x}, not XRGB8888"),
+            ));
+        }
+        let buffer = buffers.take(client, (width, height))?;
+        buffer.fill(UNWRITTEN);
+        client.check_buffers()?;
+        Self::copy(client, frame, &buffer.wl)?;
+        let fence = dmabuf::export_one(buffer.vgem.dmabuf(), Access::Read)
+            .map_err(|e| WlError::new("io", format!("exporting the capture's fences: {e}")))?;
+        let pending_at_ready = !fence
+            .is_signalled()
+            .map_err(|e| WlError::new("io", format!("polling the capture's fence: {e}")))?;
+        let started = Instant::now();
+        let signalled = fence
+            .wait_for(Some(ANSWER_TIMEOUT))
+            .map_err(|e| WlError::new("io", format!("waiting for the capture's fence: {e}")))?;
+        if !signalled {
+            return Err(timeout("end of the copy's write fence"));
+        }
+        Ok(DmabufCapture {
+            image: Image {
+                width,
+                height,
+                pixels: buffer.read_pixels(),
+            },
+            pending_at_ready,
+            wait: started.elapsed(),
+        })
+    }
+}
+
+fn timeout(what: &str) -> WlError {
+    WlError::new(
+        "timeout",
+        format!(
+            "screencopy: no {what} within {} s",
+            ANSWER_TIMEOUT.as_secs()
+        ),
+    )
 }
 
 /// The user data of the screencopy objects: a type of this crate, so that their `Dispatch`
@@ -188,6 +319,11 @@ impl Dispatch<ZwlrScreencopyFrameV1, Ours> for State<Screencopy> {
                 height,
                 stride,
             } => c.buffer = Some((format, width, height, stride)),
+            zwlr_screencopy_frame_v1::Event::LinuxDmabuf {
+                format,
+                width,
+                height,
+            } => c.dmabuf = Some((format, width, height)),
             zwlr_screencopy_frame_v1::Event::BufferDone => c.buffer_done = true,
             zwlr_screencopy_frame_v1::Event::Ready { .. } => c.ready = true,
             zwlr_screencopy_frame_v1::Event::Failed => c.failed = true,

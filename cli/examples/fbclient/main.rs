@@ -22,6 +22,14 @@
 //!     its quadrants, written into a released buffer (two buffers), committed, captured after
 //!     its frame callback and found on the output: right, upside down, or not shown (stale).
 //!     -> fbclient shm: frames=N stale=S upside_down=U max_frame_ms=M
+//! fbclient capture [--frames N=20] [--tag T=0] [--size WxH=128x128]
+//!     A screencast consumer: each frame (a colour) is committed, and after its frame
+//!     callback the output is captured into a vgem dma-buf (wlr-screencopy v3's linux_dmabuf
+//!     offer); after `ready` it waits for the buffer's fences (EXPORT_SYNC_FILE, read) and
+//!     reads the pixels. A capture is stale if fewer than width×height pixels have the
+//!     frame's colour. pending_at_ready: captures whose buffer still had a fence pending at
+//!     `ready` (the compositor's copy was under way); max_wait_ms: the longest wait for it.
+//!     -> fbclient capture: frames=N stale=S pending_at_ready=P max_wait_ms=W max_frame_ms=M
 //! fbclient stuck [--explicit] [--seconds S=5] [--tag T=0] [--size WxH=128x128]
 //!     One good frame, then one whose acquire never signals (a vgem write fence, or an
 //!     acquire point with --explicit); stays connected S seconds. shown: frame callbacks
@@ -46,6 +54,7 @@ mod capture;
 mod explicit;
 mod implicit;
 mod pixels;
+mod screencast;
 mod session;
 mod shm;
 mod stuck;
@@ -103,6 +112,14 @@ enum Mode {
         /// The pause after each frame, in ms.
         #[arg(long, default_value_t = 0)]
         interval_ms: u64,
+    },
+    /// A screencast consumer: captures into dma-bufs, waits for their fences, reads.
+    Capture {
+        #[command(flatten)]
+        common: Common,
+        /// Frames to show and capture.
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=65535))]
+        frames: u32,
     },
     /// A good frame, then one whose acquire never signals; stays connected.
     Stuck {
@@ -199,6 +216,7 @@ fn main() -> ExitCode {
             "shm",
             shm::run(common, *frames, Duration::from_millis(*interval_ms)),
         ),
+        Mode::Capture { common, frames } => ("capture", screencast::run(common, *frames)),
         Mode::Stuck {
             common,
             explicit,

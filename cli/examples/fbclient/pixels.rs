@@ -103,6 +103,32 @@ impl Buffer {
     }
 }
 
+impl Buffer {
+    /// Its width and height.
+    pub fn size(&self) -> (u32, u32) {
+        (self.width, self.height)
+    }
+
+    /// The buffer's pixels, row after row (`width * height`, 0xXXRRGGBB), read through the
+    /// mapping as they are now. No `DMA_BUF_IOCTL_SYNC` bracket: its START would wait for the
+    /// buffer's fences implicitly, and the capture consumer waits for them itself.
+    pub fn read_pixels(&self) -> Vec<u32> {
+        let pitch = self.vgem.pitch() as usize;
+        let row = self.width as usize * 4;
+        let mut bytes = vec![0u8; row];
+        let mut pixels = Vec::with_capacity(self.width as usize * self.height as usize);
+        for y in 0..self.height as usize {
+            self.map.read_at(y * pitch, &mut bytes);
+            pixels.extend(
+                bytes
+                    .chunks_exact(4)
+                    .map(|px| u32::from_le_bytes([px[0], px[1], px[2], px[3]])),
+            );
+        }
+        pixels
+    }
+}
+
 impl Drop for Buffer {
     fn drop(&mut self) {
         self.wl.destroy();
@@ -134,6 +160,19 @@ impl Mapping {
         }
         .map_err(|e| WlError::new("io", format!("mmap of a vgem dma-buf: {e}")))?;
         Ok(Mapping { ptr, len })
+    }
+
+    /// Copies `out.len()` bytes from `offset` (clamped to the mapping) into `out`.
+    fn read_at(&self, offset: usize, out: &mut [u8]) {
+        let len = out.len().min(self.len.saturating_sub(offset));
+        if len == 0 {
+            return;
+        }
+        // SAFETY: `offset + len <= self.len` bytes are mapped until Drop. The copy goes through
+        // raw pointers, so no Rust reference to memory another process may write exists.
+        unsafe {
+            std::ptr::copy_nonoverlapping(self.ptr.cast::<u8>().add(offset), out.as_mut_ptr(), len)
+        };
     }
 
     fn bytes_mut(&mut self) -> &mut [u8] {

@@ -8,7 +8,7 @@ use fencebridge::producer::Vgem;
 
 use wayland_client::protocol::wl_buffer::WlBuffer;
 
-use crate::capture::{Capturer, Image, Screencopy};
+use crate::capture::{CaptureBuffers, Capturer, DmabufCapture, Image, Screencopy};
 use crate::pixels::{count_colour, Buffer};
 use crate::wlclient::{Client, Syncobj, Window, WlError};
 
@@ -165,5 +165,14 @@ impl<B: Attachable> Session<B> {
     /// The output as the compositor last rendered it.
     pub fn capture(&mut self) -> Result<Image, WlError> {
         self.capturer.capture(&mut self.client)
+    }
+
+    /// The output as the compositor last rendered it, captured into one of `buffers`
+    /// (dma-bufs), read once their fences signalled.
+    pub fn capture_dmabuf(
+        &mut self,
+        buffers: &mut CaptureBuffers,
+    ) -> Result<DmabufCapture, WlError> {
+        self.capturer.capture_dmabuf(&mut self.client, buffers)
     }
 }

@@ -157,3 +157,50 @@ fn e2e_grim_screenshot_matches_the_compositors_render() {
     let drawn = ours.2.chunks_exact(3).filter(|p| p != &background).count();
     assert!(drawn >= 128 * 128, "only {drawn} pixels drawn");
 }
+
+/// A screencast consumer (`fbclient capture`) captures into its own dma-bufs through
+/// wlr-screencopy v3's `linux_dmabuf` offer. The compositor says `ready` at once while its
+/// (software) GPU still writes the copy, and puts the copy's write fence on the buffer
+/// (`publish_compositor_write`); the consumer waits for the buffer's fences
+/// (`DMA_BUF_IOCTL_EXPORT_SYNC_FILE`) before it reads: every capture shows the frame.
+#[test]
+fn e2e_dmabuf_capture_waits_for_the_compositors_write_fence() {
+    let dir = scratch("capture");
+    let run = nested(
+        &dir,
+        60,
+        &["--gpu-ms", "150"],
+        &[fbclient("capture --frames 12")],
+    );
+    let result = run.fbclient("capture");
+    assert_eq!(count(&result, "frames"), 12, "{result:?}");
+    assert_eq!(count(&result, "stale"), 0, "{}", run.stdout);
+    // `ready` came while the copy was still being written: the wait is what made it right.
+    let pending = count(&result, "pending_at_ready");
+    assert!(
+        pending >= 10,
+        "only {pending} of 12 copies were under way at `ready`"
+    );
+}
+
+/// The same consumer against a compositor that does not publish the copy's write fence
+/// (`--no-publish`): the consumer's wait finds nothing to wait for and reads the buffer before
+/// the copy lands. The proof that the test above can fail.
+#[test]
+fn e2e_without_the_write_fence_captures_are_read_before_they_are_written() {
+    let dir = scratch("capture-no-publish");
+    let run = nested(
+        &dir,
+        60,
+        &["--gpu-ms", "150", "--no-publish"],
+        &[fbclient("capture --frames 12")],
+    );
+    let result = run.fbclient("capture");
+    assert_eq!(count(&result, "frames"), 12, "{result:?}");
+    assert_eq!(count(&result, "pending_at_ready"), 0, "{}", run.stdout);
+    let stale = count(&result, "stale");
+    assert!(
+        stale >= 10,
+        "only {stale} of 12 captures stale without the write fence"
+    );
+}

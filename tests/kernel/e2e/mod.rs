@@ -7,6 +7,7 @@
 //! `cargo xtask test` builds the examples before it boots the VM and installs weston and grim.
 
 mod clients;
+mod players;
 mod real_clients;
 
 use std::path::Path;
@@ -24,6 +25,13 @@ pub fn nested(dir: &Path, seconds: u32, args: &[&str], clients: &[String]) -> Ru
         .copied()
         .collect();
     harness::run(Command::new(built("nested")), dir, seconds, &args, clients)
+}
+
+/// A shell script for `nested --client` (which splits its argument at spaces).
+pub fn script(dir: &std::path::Path, name: &str, body: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, body).unwrap();
+    format!("/bin/sh {}", path.display())
 }
 
 /// A PNG's size and RGB pixels.

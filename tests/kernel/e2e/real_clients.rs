@@ -3,16 +3,9 @@
 
 use serde_json::Value;
 
-use super::{differing_pixels, nested, read_png, scratch};
+use super::{differing_pixels, nested, read_png, scratch, script};
 use crate::support::kernel;
 use fencebridge_testkit::vivid::vivid_capture;
-
-/// A shell script for `nested --client` (which splits its argument at spaces).
-fn script(dir: &std::path::Path, name: &str, body: &str) -> String {
-    let path = dir.join(name);
-    std::fs::write(&path, body).unwrap();
-    format!("/bin/sh {}", path.display())
-}
 
 /// The V4L2 client's frames are shown (the screen changes), its producer is classified
 /// non-fencing, and with a GPU whose reads outlast the next commit the bridge holds its
