@@ -271,7 +271,11 @@ impl Scene {
         let clamp = |v: i64| v.clamp(i32::MIN.into(), i32::MAX.into()) as i32;
         self.surfaces
             .iter()
-            .filter(|placed| self.toplevels.iter().any(|(root, _)| *root == placed.surface))
+            .filter(|placed| {
+                self.toplevels
+                    .iter()
+                    .any(|(root, _)| *root == placed.surface)
+            })
             .map(|placed| crate::label::Placed {
                 surface: placed.surface.clone(),
                 x: clamp(placed.placement.x),
