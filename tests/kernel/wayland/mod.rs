@@ -7,6 +7,7 @@ mod explicit;
 mod fuzz;
 mod hostile;
 mod implicit;
+mod mixed;
 mod protocol_errors;
 mod soak;
 
