@@ -1,10 +1,10 @@
 //! Reading the output back: zwlr_screencopy_manager_v1 into a wl_shm buffer — what the
 //! compositor last rendered, to judge by pixels rather than by its logs.
 
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::FileExt;
 
-use wayland_client::protocol::{wl_output::WlOutput, wl_shm};
+use wayland_client::protocol::{wl_buffer, wl_output::WlOutput, wl_shm, wl_shm_pool};
 use wayland_client::{Connection, Dispatch, Proxy, QueueHandle, WEnum};
 use wayland_protocols_wlr::screencopy::v1::client::{
     zwlr_screencopy_frame_v1::{self, ZwlrScreencopyFrameV1},
@@ -74,15 +74,13 @@ impl Capturer {
 
     /// Captures the output as the compositor last rendered it.
     pub fn capture(&self, client: &mut Client<Screencopy>) -> Result<Image, WlError> {
-        let timeout = |what: &str| {
-            WlError::new(
-                "timeout",
-                format!(
-                    "screencopy: no {what} within {} s",
-                    ANSWER_TIMEOUT.as_secs()
-                ),
-            )
-        };
+        self.request(client)?.finish(client)
+    }
+
+    /// Asks for a capture and returns once the compositor has taken the request (it copies
+    /// the frame it is drawing, or the last one); [`PendingCapture::finish`] waits for it.
+    /// One at a time.
+    pub fn request(&self, client: &mut Client<Screencopy>) -> Result<PendingCapture, WlError> {
         client.state.ext = Screencopy::default();
         let frame = self.manager.capture_output(0, &self.output, &client.qh, ());
         let v3 = self.manager.version() >= 3;
@@ -135,6 +133,42 @@ impl Capturer {
             CAPTURE_BUFFER,
         );
         frame.copy(&buffer);
+        client.flush()?;
+        Ok(PendingCapture {
+            frame,
+            buffer,
+            pool,
+            memfd,
+            width,
+            height,
+            stride,
+        })
+    }
+}
+
+/// A capture asked for and not read yet.
+pub struct PendingCapture {
+    frame: ZwlrScreencopyFrameV1,
+    buffer: wl_buffer::WlBuffer,
+    pool: wl_shm_pool::WlShmPool,
+    memfd: OwnedFd,
+    width: u32,
+    height: u32,
+    stride: u32,
+}
+
+impl PendingCapture {
+    /// Waits for the compositor's copy and reads it.
+    pub fn finish(self, client: &mut Client<Screencopy>) -> Result<Image, WlError> {
+        let PendingCapture {
+            frame,
+            buffer,
+            pool,
+            memfd,
+            width,
+            height,
+            stride,
+        } = self;
         let answered = client.dispatch_until(ANSWER_TIMEOUT, |s| s.ext.ready || s.ext.failed);
         frame.destroy();
         buffer.destroy();
@@ -148,7 +182,7 @@ impl Capturer {
                 "screencopy answered `failed`",
             ));
         }
-        let mut bytes = vec![0u8; size as usize];
+        let mut bytes = vec![0u8; stride as usize * height as usize];
         std::fs::File::from(memfd)
             .read_exact_at(&mut bytes, 0)
             .map_err(|e| WlError::new("io", format!("reading the capture: {e}")))?;
@@ -163,6 +197,17 @@ impl Capturer {
             pixels,
         })
     }
+}
+
+/// No answer to a capture in time.
+fn timeout(what: &str) -> WlError {
+    WlError::new(
+        "timeout",
+        format!(
+            "screencopy: no {what} within {} s",
+            ANSWER_TIMEOUT.as_secs()
+        ),
+    )
 }
 
 impl Dispatch<ZwlrScreencopyFrameV1, ()> for State<Screencopy> {

@@ -13,7 +13,7 @@
 use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::mpsc;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use fencebridge::fence::SyncFile;
 use fencebridge::producer::{Vgem, VgemFence};
@@ -62,9 +62,10 @@ pub struct SoftGpu {
 }
 
 impl SoftGpu {
-    /// Starts the worker; its frames arrive on the returned channel. Each frame takes at least
-    /// `min_frame`, like a loaded GPU, so that a frame's reads can outlast a client's next
-    /// commit (the case where releasing the client's buffer must wait).
+    /// Starts the worker; its frames arrive on the returned channel. Each frame reads its
+    /// buffers only after `min_frame`, like a loaded GPU, so that a frame's reads can outlast a
+    /// client's next commit (the case where releasing the client's buffer must wait, and where
+    /// a fencing client's next write must wait for the read fence).
     pub fn start(min_frame: Duration) -> std::io::Result<(SoftGpu, Channel<Finished>)> {
         let (jobs, queue) = mpsc::channel::<(Job, Canvas)>();
         let (finished, channel) = channel::channel();
@@ -72,9 +73,10 @@ impl SoftGpu {
             .name("soft-gpu".to_owned())
             .spawn(move || {
                 for (job, mut canvas) in queue {
-                    let started = Instant::now();
+                    // A loaded GPU: earlier work keeps it busy, and the frame's reads come at
+                    // the end of its time, as late as they can.
+                    thread::sleep(min_frame);
                     let errors = draw(&mut canvas, &job);
-                    thread::sleep(min_frame.saturating_sub(started.elapsed()));
                     if let Some(fence) = job.done {
                         if let Err(e) = fence.signal() {
                             tracing::warn!("nested: cannot signal the frame's fence: {e}");

@@ -36,6 +36,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
+use fencebridge::wayland::Config;
 use smithay::reexports::calloop::channel;
 use smithay::reexports::calloop::generic::Generic;
 use smithay::reexports::calloop::timer::{TimeoutAction, Timer};
@@ -79,6 +80,15 @@ struct Args {
     /// reads of a buffer outlast the client's next commit.
     #[arg(long, default_value_t = 0)]
     gpu_ms: u64,
+    /// The software GPU keeps its read fence to itself instead of putting it on the dma-bufs
+    /// it reads, as a Vulkan or explicit-sync renderer does (headless).
+    #[arg(long)]
+    gpu_private_reads: bool,
+    /// Tell fencebridge that the renderer puts its read fences on the dma-bufs itself
+    /// (`Config::renderer_publishes_reads`), so the bridge does not. With
+    /// `--gpu-private-reads` too, nobody does: the compositor a read-fence test must catch.
+    #[arg(long)]
+    renderer_publishes_reads: bool,
     /// A client to run, as one string of its program and arguments (split at spaces);
     /// repeatable, the clients run side by side.
     #[arg(long = "client", value_name = "COMMAND")]
@@ -139,7 +149,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let backend = start_backend(&args, &event_loop)?;
     let windowed = matches!(backend, Backend::Window(_));
     let size = backend.size().unwrap_or(args.size);
-    let mut state = Nested::new(&dh, event_loop.handle(), !args.no_bridge, backend, size);
+    let config = Config {
+        explicit_sync: !args.no_bridge,
+        renderer_publishes_reads: args.renderer_publishes_reads,
+        ..Config::default()
+    };
+    let bridge = (!args.no_bridge).then_some(config);
+    let mut state = Nested::new(&dh, event_loop.handle(), bridge, backend, size);
     state.screen.keep_canvas = args.png.is_some();
     let (width, height) = state.screen.size();
     let backend = state.screen.backend.name();
@@ -268,7 +284,10 @@ fn start_backend(
                 headless::frame_done(state, finished);
             }
         })?;
-    Ok(Backend::Headless(Headless::new(gpu)))
+    Ok(Backend::Headless(Headless::new(
+        gpu,
+        !args.gpu_private_reads,
+    )))
 }
 
 /// Opens the window and inserts its events and its GL fence waiter into the loop.
