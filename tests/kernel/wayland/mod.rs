@@ -3,6 +3,7 @@
 
 mod harness;
 
+mod bounded;
 mod explicit;
 mod fuzz;
 mod hostile;
