@@ -238,3 +238,20 @@ fn e2e_weston_simple_clients_animate() {
         "weston-simple-egl did not move"
     );
 }
+
+/// wp_presentation on the headless output, as a player pacing itself uses it: every frame of
+/// `fbclient shm` asks for feedback, and each must come back presented (not discarded), at a
+/// time on the presentation clock between its commit and the feedback's arrival, with the
+/// output's refresh period; and the frames are right on screen.
+#[test]
+fn e2e_presentation_feedback_for_every_frame_shown() {
+    let dir = scratch("presentation");
+    let fbclient = format!("{} shm --frames 20", super::built("fbclient").display());
+    let run = nested(&dir, 60, &[], &[fbclient]);
+    let result = run.fbclient("shm");
+    assert_eq!(
+        ["frames", "stale", "presented"].map(|key| super::count(&result, key)),
+        [20, 0, 20],
+        "{result:?}"
+    );
+}
