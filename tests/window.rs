@@ -44,11 +44,12 @@ fn a_window_shows_a_cpu_client_upright_and_releases_its_buffers() {
     let run = nested::run(xvfb, &dir, 60, &["--backend", "winit"], &clients);
     assert_eq!(run.report["backend"], "winit", "{}", run.report);
 
-    // Every frame shown, right side up, and the client got its buffers back (it has two).
+    // Every frame shown, right side up, and the client got its buffers back (it has two); each
+    // frame's wp_presentation feedback said presented, between its commit and its arrival.
     let result = run.fbclient("shm");
     assert_eq!(
-        ["frames", "stale", "upside_down"].map(|key| count(&result, key)),
-        [60, 0, 0],
+        ["frames", "stale", "upside_down", "presented"].map(|key| count(&result, key)),
+        [60, 0, 0, 60],
         "{result:?}"
     );
     let client = run.client("fbclient");

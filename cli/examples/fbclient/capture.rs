@@ -32,6 +32,8 @@ pub struct Screencopy {
     buffer_done: bool,
     ready: bool,
     failed: bool,
+    /// wp_presentation's clock and feedback (`fbclient shm`).
+    pub presentation: crate::presentation::Presentation,
 }
 
 /// A captured output: XRGB pixels, row after row.
@@ -136,7 +138,12 @@ impl Capturer {
 
     /// Asks for a capture of the whole output and waits for the buffer types it offers.
     fn announce(&self, client: &mut Client<Screencopy>) -> Result<ZwlrScreencopyFrameV1, WlError> {
-        client.state.ext = Screencopy::default();
+        // A fresh capture's state; what other protocols said stays.
+        let presentation = std::mem::take(&mut client.state.ext.presentation);
+        client.state.ext = Screencopy {
+            presentation,
+            ..Screencopy::default()
+        };
         let frame = self
             .manager
             .capture_output(0, &self.output, &client.qh, Ours);

@@ -21,7 +21,7 @@
 //!     A CPU client (wl_shm, no kernel device needed): each frame a picture of four colours in
 //!     its quadrants, written into a released buffer (two buffers), committed, captured after
 //!     its frame callback and found on the output: right, upside down, or not shown (stale).
-//!     -> fbclient shm: frames=N stale=S upside_down=U max_frame_ms=M
+//!     -> fbclient shm: frames=N stale=S upside_down=U presented=P max_frame_ms=M
 //! fbclient capture [--frames N=20] [--tag T=0] [--size WxH=128x128]
 //!     A screencast consumer: each frame (a colour) is committed, and after its frame
 //!     callback the output is captured into a vgem dma-buf (wlr-screencopy v3's linux_dmabuf
@@ -54,6 +54,7 @@ mod capture;
 mod explicit;
 mod implicit;
 mod pixels;
+mod presentation;
 mod screencast;
 mod session;
 mod shm;

@@ -16,6 +16,7 @@ use wayland_client::protocol::{wl_buffer::WlBuffer, wl_shm};
 
 use crate::capture::{Image, Screencopy};
 use crate::pixels::colour;
+use crate::presentation;
 use crate::session::{Attachable, Session};
 use crate::wlclient::{Client, WlError, ANSWER_TIMEOUT};
 use crate::{Common, FrameStats};
@@ -140,19 +141,33 @@ pub fn run(common: &Common, frames: u32, interval: Duration) -> Result<String, W
     })?;
     let mut stats = FrameStats::default();
     let mut upside_down = 0;
+    // Every frame asks for its presentation feedback, as a player pacing itself does.
+    let feedback = presentation::bind(&mut session.client);
+    let mut presented = 0;
     for k in 0..frames {
         let index = session.released_buffer(ANSWER_TIMEOUT)?;
         let picture = picture(common.tag, k, size);
         session.buffers[index].write(&picture)?;
+        let clock_at_commit = presentation::clock_now(&session.client);
+        if let Some(feedback) = &feedback {
+            presentation::request(&session.client, feedback, &session.window.surface, k);
+        }
         let committed = session.commit(index, k)?;
         let shown = session.frame_done(k, ANSWER_TIMEOUT)?;
         let verdict = judge(&session.capture()?, &picture, size);
         upside_down += u32::from(verdict == Shown::UpsideDown);
         stats.frame(shown - committed, verdict == Shown::Right);
+        if feedback.is_some() && presentation::check(&mut session.client, k, clock_at_commit)? {
+            presented += 1;
+        }
         std::thread::sleep(interval);
     }
+    let presented = match feedback {
+        Some(_) => presented.to_string(),
+        None => "-".to_owned(),
+    };
     Ok(format!(
-        "fbclient shm: {} upside_down={upside_down} max_frame_ms={}",
+        "fbclient shm: {} upside_down={upside_down} presented={presented} max_frame_ms={}",
         stats.counts(),
         stats.max_frame_ms()
     ))

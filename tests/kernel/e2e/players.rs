@@ -18,29 +18,41 @@ const GST_ENV: &str = "export GST_REGISTRY=/tmp/fencebridge-gst-registry.bin\n";
 const BACKGROUND: [u8; 3] = [0x20, 0x24, 0x28];
 
 /// Runs `pipeline` with `gst-launch-1.0` in the compositor, with grim taking a screenshot
-/// every half second while it plays (GStreamer's first plugin scan in a boot takes seconds
-/// under emulation, so the player says when it starts).
+/// every half second for five seconds from when it starts (GStreamer's first plugin scan in a
+/// boot takes seconds under emulation, so the player says when it starts).
 fn gst(test: &str, pipeline: &str) -> Run {
     let dir = scratch(test);
     let player = script(
         &dir,
         "player.sh",
+        // exec: the client the compositor reports is the player itself.
         &format!(
             "{GST_ENV}gst-inspect-1.0 waylandsink > /dev/null 2>&1\n\
              touch playing\n\
-             gst-launch-1.0 {pipeline}\n\
-             status=$?; rm playing; exit $status\n"
+             exec gst-launch-1.0 {pipeline}\n"
         ),
     );
     let grim = script(
         &dir,
         "grim.sh",
         "while [ ! -e playing ]; do sleep 0.1; done\n\
-         n=0; while [ -e playing ] && [ $n -lt 12 ]; do\n\
-         sleep 0.5; n=$((n + 1)); grim playing-$n.png\n\
-         done\n",
+         for n in 1 2 3 4 5 6 7 8 9 10; do sleep 0.5; grim playing-$n.png; done\n",
     );
     nested(&dir, 90, &[], &[player, grim])
+}
+
+/// The player's entry in the compositor's report.
+fn player(run: &Run) -> &serde_json::Value {
+    run.report["clients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| {
+            c["command"]
+                .as_str()
+                .is_some_and(|c| c.contains("player.sh"))
+        })
+        .unwrap_or_else(|| panic!("no player in the report:\n{}", run.stdout))
 }
 
 /// grim's screenshots of `run`, in order.
@@ -118,10 +130,13 @@ fn e2e_gstreamer_waylandsink_shows_videotestsrc() {
         "gst-videotestsrc",
         "videotestsrc num-buffers=120 ! waylandsink",
     );
-    let player = run.client("sh");
+    let player = player(&run);
     let shown = player["frames_shown"].as_u64().unwrap();
+    // On the host it shows 117 of 120; under qemu's emulation gst-launch itself cannot keep
+    // 30 frames a second on two emulated cores and drops late frames (93 to 100 measured on
+    // 6.1 and 7.x), so the floor here is what emulation allows, with a margin.
     assert!(
-        shown >= 110,
+        shown >= 80,
         "{}: {shown} of 120 frames shown:\n{}",
         k.release,
         run.stdout
@@ -149,7 +164,7 @@ fn vivid(io_mode: &str) -> Run {
         device.display()
     );
     let run = gst(&format!("gst-vivid-{io_mode}"), &pipeline);
-    let player = run.client("sh");
+    let player = player(&run);
     let shown = player["frames_shown"].as_u64().unwrap();
     let commits = &player["commits"];
     let committed: u64 = [
@@ -174,7 +189,7 @@ fn vivid(io_mode: &str) -> Run {
 #[test]
 fn e2e_gstreamer_v4l2src_copied_into_shm_is_shown() {
     let run = vivid("mmap");
-    let player = run.client("sh");
+    let player = player(&run);
     assert!(
         player["commits"]["shm"].as_u64().unwrap() >= 10,
         "{}",
@@ -185,7 +200,7 @@ fn e2e_gstreamer_v4l2src_copied_into_shm_is_shown() {
 #[test]
 fn e2e_gstreamer_v4l2src_dmabuf_zero_copy_is_shown_non_fencing() {
     let run = vivid("dmabuf");
-    let player = run.client("sh");
+    let player = player(&run);
     let dmabuf = player["commits"]["implicit, ready"].as_u64().unwrap_or(0);
     assert!(dmabuf >= 10, "no zero-copy commits:\n{}", run.stdout);
     assert_eq!(player["producer"], "NonFencing", "{}", run.stdout);
@@ -236,5 +251,22 @@ fn e2e_weston_simple_clients_animate() {
     assert!(
         changed(middle, right) > 100,
         "weston-simple-egl did not move"
+    );
+}
+
+/// wp_presentation on the headless output, as a player pacing itself uses it: every frame of
+/// `fbclient shm` asks for feedback, and each must come back presented (not discarded), at a
+/// time on the presentation clock between its commit and the feedback's arrival, with the
+/// output's refresh period; and the frames are right on screen.
+#[test]
+fn e2e_presentation_feedback_for_every_frame_shown() {
+    let dir = scratch("presentation");
+    let fbclient = format!("{} shm --frames 20", super::built("fbclient").display());
+    let run = nested(&dir, 60, &[], &[fbclient]);
+    let result = run.fbclient("shm");
+    assert_eq!(
+        ["frames", "stale", "presented"].map(|key| super::count(&result, key)),
+        [20, 0, 20],
+        "{result:?}"
     );
 }
