@@ -41,9 +41,10 @@ pub const DEFAULT_MODPARAMS: [(&str, &str); 1] = [(
     "n_devs=4 multiplanar=1,1,2,2 allocators=0,1,0,1 node_types=0xe1d3d,0x101,0x101,0x101",
 )];
 
-/// Long enough for the whole kernel suite under emulation, short enough that a hung test does
-/// not eat CI's time.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
+/// Long enough for the whole kernel suite under emulation (about 3–4 minutes a kernel with the
+/// real players, longer on a loaded machine), short enough that a hung test does not eat CI's
+/// time.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
 
 const EXIT_MARKER: &str = "KHARNESS_EXIT=";
 /// Printed by the guest's `/init` just before it runs the program.
