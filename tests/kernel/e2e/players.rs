@@ -142,10 +142,8 @@ fn e2e_gstreamer_waylandsink_shows_videotestsrc() {
         run.stdout
     );
     assert_eq!(player["exit"], "exit status: 0", "{}", run.stdout);
-    let image = read_png(&run.dir.join("playing.png"));
-    assert_eq!(
-        bars(&image, 7),
-        BARS,
+    assert!(
+        bars_shown(&run, 7),
         "{}: no test pattern on screen",
         k.release
     );
@@ -160,7 +158,7 @@ fn vivid(io_mode: &str) -> Run {
     let device = vivid_capture(0);
     let pipeline = format!(
         "v4l2src device={} io-mode={io_mode} num-buffers=60 ! \
-         video/x-raw,format=BGRx,width=320,height=240 ! waylandsink",
+         video/x-raw,format=BGRx ! waylandsink",
         device.display()
     );
     let run = gst(&format!("gst-vivid-{io_mode}"), &pipeline);
