@@ -156,8 +156,10 @@ fn e2e_gstreamer_waylandsink_shows_videotestsrc() {
 /// linux-dmabuf). What was committed is shown, the screenshot shows vivid's colour bars, and
 /// the zero-copy frames reach the bridge as vivid's own buffers: non-fencing.
 fn vivid(io_mode: &str) -> Run {
-    // An instance of vivid no other test streams from: vivid keeps the format a client set.
-    let device = vivid_capture(1);
+    // Instance 2 (vmalloc, multi-planar; instance 1's dma-contig buffers cannot be allocated
+    // for GStreamer in the VM): vivid keeps the format a client set, and the other tests that
+    // stream from instance 2 set theirs, unlike `fencebridge v4l2 --show` on instance 0.
+    let device = vivid_capture(2);
     let pipeline = format!(
         "v4l2src device={} io-mode={io_mode} num-buffers=60 ! \
          video/x-raw,format=BGRx ! waylandsink",
