@@ -100,17 +100,22 @@ pub fn run(
 impl Run {
     /// The report of the client whose command starts with `program` (its basename is enough).
     pub fn client(&self, program: &str) -> &Value {
+        self.client_where(program, |cmd| {
+            cmd.split_whitespace()
+                .next()
+                .is_some_and(|p| p.ends_with(program))
+        })
+    }
+
+    /// The report of the first client whose command line `matches`; `what` names it when none
+    /// does.
+    pub fn client_where(&self, what: &str, matches: impl Fn(&str) -> bool) -> &Value {
         self.report["clients"]
             .as_array()
             .unwrap()
             .iter()
-            .find(|c| {
-                c["command"]
-                    .as_str()
-                    .and_then(|cmd| cmd.split_whitespace().next())
-                    .is_some_and(|p| p.ends_with(program))
-            })
-            .unwrap_or_else(|| panic!("no client {program} in the report:\n{}", self.stdout))
+            .find(|c| c["command"].as_str().is_some_and(&matches))
+            .unwrap_or_else(|| panic!("no client {what} in the report:\n{}", self.stdout))
     }
 
     /// The result line `fbclient MODE: key=value ...` of the test client run in `mode`.

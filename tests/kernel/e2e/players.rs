@@ -41,16 +41,7 @@ fn gst(test: &str, pipeline: &str) -> Run {
 
 /// The player's entry in the compositor's report.
 fn player(run: &Run) -> &serde_json::Value {
-    run.report["clients"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| {
-            c["command"]
-                .as_str()
-                .is_some_and(|c| c.contains("player.sh"))
-        })
-        .unwrap_or_else(|| panic!("no player in the report:\n{}", run.stdout))
+    run.client_where("player.sh", |cmd| cmd.contains("player.sh"))
 }
 
 /// grim's screenshots of `run`, in order.
