@@ -88,7 +88,7 @@ fn ioctls() -> u64 {
 // ------------------------------------------------------------------ 1. syscalls per commit
 
 /// The sync paths measured.
-const PATHS: [(&str, &str); 9] = [
+const PATHS: [(&str, &str); 10] = [
     ("no-buffer", "reference: a commit with nothing attached"),
     ("implicit-pending", "implicit, fence pending (1 dma-buf)"),
     ("implicit-pending-3", "implicit, fence pending (3 dma-bufs)"),
@@ -102,6 +102,10 @@ const PATHS: [(&str, &str); 9] = [
     (
         "deferred-release",
         "implicit non-fencing, deferred wl_buffer.release",
+    ),
+    (
+        "read-fence",
+        "implicit, a pending read fence put on the dma-buf",
     ),
     (
         "smithay-pending",
@@ -272,9 +276,10 @@ fn run_path(path: &str, commits: usize, dry: bool) -> Value {
         }
         let c3 = ioctls();
         // The renderer reads what was just applied: a pending read fence (the client's own
-        // call, not counted), handed to the bridge (counted).
+        // call, not counted), handed to the bridge (counted: the bridge puts it on the dma-buf
+        // when it books the read, in the next turn of the loop).
         let mut read = None;
-        if matches!(path, "release-fence" | "deferred-release") && commit {
+        if matches!(path, "release-fence" | "deferred-release" | "read-fence") && commit {
             let fence = reader.attach_fence(true).unwrap();
             let snap = dmabuf::export(&[reader.dmabuf()], Access::Read, &rig.stub).unwrap();
             let srv = rig.h.server_surface(&rig.c, &rig.surface);

@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use drm::DriverCapability;
 
 use crate::device::{DrmNode, DRI_DIR};
-use crate::fence::{dmabuf, Access, StubSignature};
+use crate::fence::{dmabuf, Access, StubSignature, SyncFile};
 use crate::timeline::SyncobjDevice;
 use crate::{producer, Error};
 
@@ -201,7 +201,6 @@ fn probe_dmabuf() -> (Support, Support, Support) {
             );
         }
     };
-    let stub = StubSignature::names_only();
     // Calibrate first, while the buffer has never held a fence.
     let stub_detection = match StubSignature::from_fresh_dmabuf(buf.as_fd()) {
         Ok(sig) => Support::Yes(format!(
@@ -210,18 +209,37 @@ fn probe_dmabuf() -> (Support, Support, Support) {
         )),
         Err(e) => Support::No(format!("by name only ({e})")),
     };
-    let export = match dmabuf::export(&[buf.as_fd()], Access::Read, &stub) {
-        Ok(_) => Support::Yes("DMA_BUF_IOCTL_EXPORT_SYNC_FILE answered".into()),
-        Err(e) => Support::No(explain(&e)),
+    // The export itself, issued for real: a snapshot of a buffer that polls ready takes its
+    // fast path and never asks the kernel, so it proves nothing.
+    let exported = dmabuf::export_one(buf.as_fd(), Access::Read);
+    let export = match &exported {
+        Ok(fence) => Support::Yes(format!(
+            "DMA_BUF_IOCTL_EXPORT_SYNC_FILE answered with {}",
+            describe(fence)
+        )),
+        Err(e) => Support::No(explain(e)),
     };
     // Import the buffer's own (stub) fence back onto it: harmless, and proves the ioctl.
-    let import = match dmabuf::export_one(buf.as_fd(), Access::Write)
-        .and_then(|f| dmabuf::import(&[buf.as_fd()], &f, Access::Read))
-    {
+    let import = match exported.and_then(|f| dmabuf::import(&[buf.as_fd()], &f, Access::Read)) {
         Ok(()) => Support::Yes("DMA_BUF_IOCTL_IMPORT_SYNC_FILE answered".into()),
         Err(e) => Support::No(explain(&e)),
     };
     (export, import, stub_detection)
+}
+
+/// What an exported sync_file holds, as the kernel tells (`SYNC_IOC_FILE_INFO`).
+fn describe(fence: &SyncFile) -> String {
+    match fence.info() {
+        Ok(info) => {
+            let fences: Vec<String> = info.fences.iter().map(ToString::to_string).collect();
+            format!(
+                "a sync_file of {} fence(s): {}",
+                fences.len(),
+                fences.join(", ")
+            )
+        }
+        Err(e) => format!("a sync_file ({e})"),
+    }
 }
 
 fn explain(e: &Error) -> String {

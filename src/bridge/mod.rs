@@ -31,7 +31,7 @@
 //! use fencebridge::bridge::{BufferId, FenceId, TimelineId, TimelinePoint};
 //! # fn f() -> Result<(), protocol::ProtocolError> {
 //! let caps = BridgeCaps::from(&fencebridge::caps::Capabilities::probe());
-//! let classifier = ProducerClassifier::new(); // one per client, kept across commits
+//! let classifier = ProducerClassifier::new(); // one per surface, kept across commits
 //! let mut tracker = ReleaseTracker::new(); // one per surface
 //!
 //! // Requests: set_acquire_point(timeline 1, 0, 7), set_release_point(timeline 1, 0, 8),

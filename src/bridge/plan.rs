@@ -243,6 +243,17 @@ pub fn needs_snapshot(buffer: BufferKind, sync: &SyncMode, caps: BridgeCaps) -> 
         && caps.dmabuf_export
 }
 
+/// Whether a read fence the compositor reports for a buffer goes onto its dma-bufs, as a read
+/// fence (`DMA_BUF_IOCTL_IMPORT_SYNC_FILE`): a fencing producer's next GPU write then waits for
+/// the read, which [`Release::WhenReplaced`] relies on. Only dma-bufs carry fences (shm is
+/// copied), only where the kernel can import, and not when the renderer already puts its read
+/// fences there itself (`renderer_publishes`, as GL drivers with implicit sync do).
+pub fn publish_read_fence(buffer: BufferKind, caps: BridgeCaps, renderer_publishes: bool) -> bool {
+    matches!(buffer, BufferKind::DmaBuf { unique_planes } if unique_planes > 0)
+        && caps.dmabuf_import
+        && !renderer_publishes
+}
+
 /// The decision table.
 pub fn plan_commit(input: &CommitInput) -> CommitPlan {
     let CommitInput {
@@ -715,5 +726,38 @@ mod tests {
         );
         let plan = plan_commit(&input(BufferKind::None, SyncMode::Implicit, None));
         assert_eq!(plan.release, Release::Nothing);
+    }
+
+    #[test]
+    fn read_fences_go_on_dma_bufs_unless_the_renderer_puts_them_there() {
+        let all = BridgeCaps {
+            dmabuf_export: true,
+            dmabuf_import: true,
+            timelines: true,
+        };
+        let no_import = BridgeCaps {
+            dmabuf_import: false,
+            ..all
+        };
+        let cases = [
+            (BufferKind::DmaBuf { unique_planes: 2 }, all, false, true),
+            (BufferKind::DmaBuf { unique_planes: 2 }, all, true, false),
+            (
+                BufferKind::DmaBuf { unique_planes: 1 },
+                no_import,
+                false,
+                false,
+            ),
+            (BufferKind::DmaBuf { unique_planes: 0 }, all, false, false),
+            (BufferKind::Shm, all, false, false),
+            (BufferKind::None, all, false, false),
+        ];
+        for (buffer, caps, renderer_publishes, publish) in cases {
+            assert_eq!(
+                publish_read_fence(buffer, caps, renderer_publishes),
+                publish,
+                "{buffer:?} {caps:?} renderer publishes: {renderer_publishes}"
+            );
+        }
     }
 }

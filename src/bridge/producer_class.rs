@@ -22,26 +22,34 @@
 //! calibrated [`crate::fence::StubSignature`]) every stub reads like that, and counting it as
 //! fencing would hand a V4L2 buffer back too early.
 //!
-//! The first verdict sticks, both ways:
+//! One classifier per surface: a client often has two producers, a GPU interface (fencing)
+//! and a V4L2 decoder's or a camera's frames on a subsurface (non-fencing), and classifying the
+//! client by whichever surface commits first would hand the video's buffers back while they are
+//! still being read (or hold the interface's back for nothing).
+//!
+//! A surface's first verdict sticks for its life, both ways:
 //! - Fencing never becomes NonFencing: after a pending fence has been seen, runs of stubs are
 //!   what a fast GPU client produces on every idle spell; they carry no evidence, and flipping
 //!   would flap between classes and re-report.
-//! - NonFencing never becomes Fencing: a pending fence after a long run of stubs most likely
-//!   comes from a second producer in the same client (a GL interface around V4L2 video), and
-//!   the non-fencing one still needs the deferred release.
+//! - NonFencing never becomes Fencing: a pending fence after a long run of stubs on the same
+//!   surface most likely comes from a second producer feeding it (a GL overlay drawn into the
+//!   video's surface now and then), and the non-fencing one still needs the deferred release.
 //!
-//! One classifier per client (docs/decisions.md). A client that mixes producers on different
-//! surfaces is classified by whichever shows first; key classifiers per surface where that
-//! matters (the classifier does not care what it is kept for).
+//! So a surface is not re-learnt when its buffers change. The snapshots could only ever show
+//! a switch towards fencing (a pending fence), and that is the switch where re-learning buys
+//! nothing but a little latency; a switch towards a non-fencing device shows as stubs, which a
+//! fencing producer shows too whenever it is idle. The one unsafe case left is a surface proven
+//! fencing that later shows frames of a device that ignores fences, on the same surface; video
+//! players give video its own surface (a subsurface), which is classified afresh.
 //!
 //! # How to use
 //! ```no_run
 //! use fencebridge::bridge::producer_class::ProducerClassifier;
 //! use fencebridge::fence::FenceState;
-//! let mut classifier = ProducerClassifier::new(); // per client
+//! let mut classifier = ProducerClassifier::new(); // per surface
 //! // After each implicit dma-buf commit's snapshot:
 //! if let Some(event) = classifier.observe(FenceState::NoFence) {
-//!     tracing::info!("client 7: {event}");
+//!     tracing::info!("wl_surface@7: {event}");
 //! }
 //! let class = classifier.class(); // into plan::CommitInput::producer
 //! ```

@@ -1,5 +1,6 @@
 //! [`SyncFile`]: an owned sync_file fd and what it says about itself.
 
+use std::fmt;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::Duration;
 
@@ -59,6 +60,13 @@ pub struct SyncFileInfo {
     pub status: FenceStatus,
     /// The fences it holds.
     pub fences: Vec<FenceInfo>,
+}
+
+impl fmt::Display for FenceInfo {
+    /// `driver on timeline`, e.g. `vgem on 5`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} on {}", self.driver, self.timeline)
+    }
 }
 
 /// Room for this many fence records in the first `SYNC_IOC_FILE_INFO` call, so one ioctl is

@@ -12,7 +12,7 @@ use std::time::Instant;
 use smithay::backend::allocator::dmabuf::Dmabuf;
 use smithay::reexports::wayland_server::protocol::wl_buffer::WlBuffer;
 use smithay::reexports::wayland_server::protocol::wl_surface::WlSurface;
-use smithay::reexports::wayland_server::{Client, DisplayHandle, Resource};
+use smithay::reexports::wayland_server::{DisplayHandle, Resource};
 use smithay::wayland::compositor::{self, BufferAssignment, Cacheable, SurfaceAttributes};
 use smithay::wayland::dmabuf::get_dmabuf;
 
@@ -21,6 +21,7 @@ use super::surface::{ClientPoint, ReleaseSlot, SurfaceBooks};
 use super::wait::{self, WaitOn};
 use super::FenceBridgeHandler;
 use crate::bridge::plan::{self, Acquire, BufferKind, CommitInput, CommitPlan, Publish};
+use crate::bridge::producer_class::{ProducerClass, ProducerClassifier};
 use crate::bridge::protocol::{self, Attached, CommitSync, PendingState};
 use crate::bridge::release::ReleaseEvent;
 use crate::fence::{dmabuf, Access, FenceState, SyncFile};
@@ -118,6 +119,7 @@ pub(crate) fn pre_commit<D: FenceBridgeHandler>(
         return;
     };
     let started = Instant::now();
+    super::release::wake_for_reads(state);
     let gathered = compositor::with_states(surface, |states| {
         let attachment = match states
             .cached_state
@@ -139,9 +141,10 @@ pub(crate) fn pre_commit<D: FenceBridgeHandler>(
             books.syncobj.clone(),
             books.pending_acquire.take(),
             books.pending_release.take(),
+            books.classifier.clone(),
         ))
     });
-    let Some((attachment, syncobj, acquire, release)) = gathered else {
+    let Some((attachment, syncobj, acquire, release, mut classifier)) = gathered else {
         return; // not tracked: the compositor did not call track_surface
     };
 
@@ -203,7 +206,7 @@ pub(crate) fn pre_commit<D: FenceBridgeHandler>(
         report.note_protocol_error(format!("tolerated: {tolerated}"));
     }
 
-    let (plan, snapshot) = plan(state, &client, &attachment, sync.mode);
+    let (plan, snapshot) = plan(state, surface, &mut classifier, &attachment, sync.mode);
     let mut record = CommitRecord {
         attachment,
         plan,
@@ -287,14 +290,17 @@ pub(crate) fn pre_commit<D: FenceBridgeHandler>(
         states.cached_state.get::<CommitSlot>().pending().0 = Some(record);
         if let Some(mut books) = SurfaceBooks::of(states) {
             books.unapplied.push(unapplied);
+            books.classifier = classifier;
         }
     });
 }
 
-/// Snapshots an implicit dma-buf if the plan needs it, classifies the client, and plans.
+/// Snapshots an implicit dma-buf if the plan needs it, classifies the surface's producer (in
+/// `classifier`, the surface's own), and plans.
 fn plan<D: FenceBridgeHandler>(
     state: &mut D,
-    client: &Client,
+    surface: &WlSurface,
+    classifier: &mut Option<ProducerClassifier>,
     attachment: &Attachment,
     sync: plan::SyncMode,
 ) -> (CommitPlan, Option<SyncFile>) {
@@ -316,24 +322,33 @@ fn plan<D: FenceBridgeHandler>(
             Err(e) => tracing::warn!("fencebridge: could not snapshot a dma-buf's fences: {e}"),
         }
     }
-    let books = bridge.client_books(client);
-    let became = snapshot
+    let threshold = bridge.config.non_fencing_after;
+    let became = snapshot.as_ref().and_then(|s| {
+        classifier
+            .get_or_insert_with(|| ProducerClassifier::with_threshold(threshold))
+            .observe(s.state)
+    });
+    let producer = classifier
         .as_ref()
-        .and_then(|s| books.classifier.observe(s.state));
-    books.report.producer = books.classifier.class();
+        .map_or(ProducerClass::Unknown, |c| c.class());
     let plan = plan::plan_commit(&CommitInput {
         buffer,
         sync,
         snapshot: snapshot.as_ref().map(|s| s.state),
-        producer: books.classifier.class(),
+        producer,
         caps,
     });
-    if let Some(found) = became {
-        tracing::info!(
-            "fencebridge: client pid {:?}: {found}",
-            books.report.pid.unwrap_or(-1)
-        );
-        state.non_fencing_producer(client, &found);
+    if let Some(client) = surface.client() {
+        let report = &mut bridge.client_books(&client).report;
+        report.surface_classified(surface, producer, became.as_ref());
+        if let Some(found) = became {
+            tracing::info!(
+                "fencebridge: client pid {:?}, {}: {found}",
+                report.pid.unwrap_or(-1),
+                super::report::surface_name(surface)
+            );
+            state.non_fencing_producer(&client, surface, &found);
+        }
     }
     let fence = snapshot.and_then(|s| match s.state {
         FenceState::Pending => s.fence,
@@ -384,6 +399,8 @@ pub(crate) fn post_commit<D: FenceBridgeHandler>(
     _dh: &DisplayHandle,
     surface: &WlSurface,
 ) {
+    // Reads reported before this commit are of the buffer it replaces.
+    super::release::book_reads(state);
     let due = compositor::with_states(surface, |states| {
         let mut slot = states.cached_state.get::<CommitSlot>();
         let record = slot.current().0.as_mut().filter(|r| !r.applied)?;

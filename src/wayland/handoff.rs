@@ -7,8 +7,7 @@ use std::os::fd::BorrowedFd;
 use std::sync::Arc;
 
 use smithay::backend::allocator::dmabuf::Dmabuf;
-use smithay::reexports::wayland_server::protocol::wl_surface::WlSurface;
-use smithay::wayland::compositor;
+use smithay::wayland::compositor::SurfaceData;
 
 use super::commit::CommitSlot;
 use super::FenceBridgeState;
@@ -25,7 +24,7 @@ pub struct HandoffPoint {
     pub point: u64,
 }
 
-/// The fence the contents of `surface`'s current buffer were ready at: the snapshot of an
+/// The fence the contents of a surface's current buffer were ready at: the snapshot of an
 /// implicit client's write fences, or an explicit client's acquire point as a sync_file.
 /// `None` when there is no fence to give: an implicit client's buffer had nothing pending at
 /// commit (nothing was exported), the buffer is not a dma-buf, or the export failed (logged);
@@ -33,57 +32,59 @@ pub struct HandoffPoint {
 /// bridge applied the commit only after this fence signalled, so a consumer that waits on it
 /// (a KMS plane's `IN_FENCE_FD`, a capture) never waits long; it is what such consumers need
 /// when they take a fence rather than trusting the order.
-pub fn acquire_fence(surface: &WlSurface) -> Option<Arc<SyncFile>> {
-    compositor::with_states(surface, |states| {
-        let mut slot = states.cached_state.get::<CommitSlot>();
-        let record = slot.current().0.as_mut()?;
-        if record.acquire_fence.is_none() {
-            // An acquire point that had no fence at commit time has one now.
-            let point = record.acquire_point.as_ref()?;
-            match point.timeline.export_sync_file(point.point.value) {
-                Ok(fence) => record.acquire_fence = Some(Arc::new(fence)),
-                Err(e) => tracing::warn!("fencebridge: could not export {}: {e}", point.point),
-            }
+///
+/// It takes the surface's states, as a render walk has them (`with_surface_tree_downward`'s
+/// processor, or `with_states`), and locks nothing of smithay's: call it
+/// `with_states(surface, acquire_fence)` outside a walk. (A function that locked the surface
+/// itself would deadlock inside a walk: smithay's surface lock is not re-entrant.)
+pub fn acquire_fence(states: &SurfaceData) -> Option<Arc<SyncFile>> {
+    let mut slot = states.cached_state.get::<CommitSlot>();
+    let record = slot.current().0.as_mut()?;
+    if record.acquire_fence.is_none() {
+        // An acquire point that had no fence at commit time has one now.
+        let point = record.acquire_point.as_ref()?;
+        match point.timeline.export_sync_file(point.point.value) {
+            Ok(fence) => record.acquire_fence = Some(Arc::new(fence)),
+            Err(e) => tracing::warn!("fencebridge: could not export {}: {e}", point.point),
         }
-        record.acquire_fence.clone()
-    })
+    }
+    record.acquire_fence.clone()
 }
 
 /// [`acquire_fence`] as a point on the compositor's own timeline (created on first use), for
 /// consumers that take timeline points (Vulkan, PipeWire's explicit sync). The same point is
 /// returned for the same commit. `Ok(None)`: no acquire fence (as [`acquire_fence`]), or no
-/// syncobj device.
+/// syncobj device. Like [`acquire_fence`], it takes the surface's states and locks nothing of
+/// smithay's.
 pub fn acquire_timeline_point(
     state: &mut FenceBridgeState,
-    surface: &WlSurface,
+    states: &SurfaceData,
 ) -> Result<Option<HandoffPoint>> {
-    let Some(fence) = acquire_fence(surface) else {
+    let Some(fence) = acquire_fence(states) else {
         return Ok(None);
     };
     let Some(device) = state.syncobj.clone() else {
         return Ok(None);
     };
-    compositor::with_states(surface, |states| {
-        let mut slot = states.cached_state.get::<CommitSlot>();
-        let Some(record) = slot.current().0.as_mut() else {
-            return Ok(None);
-        };
-        if let Some(handoff) = &record.handoff_point {
-            return Ok(Some(handoff.clone()));
-        }
-        let (timeline, last) = match &mut state.own_timeline {
-            Some(own) => own,
-            own @ None => own.insert((device.create_timeline()?, 0)),
-        };
-        timeline.import_sync_file(*last + 1, &fence)?;
-        *last += 1;
-        let handoff = HandoffPoint {
-            timeline: timeline.clone(),
-            point: *last,
-        };
-        record.handoff_point = Some(handoff.clone());
-        Ok(Some(handoff))
-    })
+    let mut slot = states.cached_state.get::<CommitSlot>();
+    let Some(record) = slot.current().0.as_mut() else {
+        return Ok(None);
+    };
+    if let Some(handoff) = &record.handoff_point {
+        return Ok(Some(handoff.clone()));
+    }
+    let (timeline, last) = match &mut state.own_timeline {
+        Some(own) => own,
+        own @ None => own.insert((device.create_timeline()?, 0)),
+    };
+    timeline.import_sync_file(*last + 1, &fence)?;
+    *last += 1;
+    let handoff = HandoffPoint {
+        timeline: timeline.clone(),
+        point: *last,
+    };
+    record.handoff_point = Some(handoff.clone());
+    Ok(Some(handoff))
 }
 
 /// Puts the compositor's write fence on a dma-buf it renders into (screencopy, PipeWire), so

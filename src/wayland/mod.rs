@@ -13,18 +13,35 @@
 //!   KMS without `IN_FENCE_FD`, V4L2 encoders) wait for it too.
 //! - **An explicit fence for every applied commit** ([`acquire_fence`],
 //!   [`acquire_timeline_point`]) for a KMS plane, a capture path or a Vulkan renderer.
-//! - **Release from the renderer's read fences** ([`surface_read`]): a release point is signalled
-//!   by the fences of every pass that read the buffer (merged and imported into the point, no
-//!   CPU wait), and always once the buffer is replaced, the surface destroyed or the client
-//!   gone — never before a lower point on the same timeline that is still owed (a timeline's
-//!   points signal in order, and one timeline may serve several buffers and surfaces). Buffers
-//!   of producers that do not honour fences (V4L2 decoders, CPU fills, still unclassified
-//!   clients) get their `wl_buffer.release` only once all the compositor's reads are done.
-//! - **Non-fencing producers** reported once per client ([`FenceBridgeHandler::non_fencing_producer`],
-//!   [`ClientReport`]), and **waits past a deadline** diagnosed by client, surface and fence
+//! - **The renderer's read fences on the client's dma-bufs** ([`FenceBridgeState::surface_read`]):
+//!   imported onto every distinct dma-buf of the buffer read, as a read fence, so a fencing
+//!   producer's next GPU write waits for the read whatever the renderer (a Vulkan or
+//!   explicit-sync renderer puts none there); [`Config::renderer_publishes_reads`] leaves it to
+//!   a renderer that does.
+//! - **Release from the renderer's read fences**: a release point is signalled by the fences of
+//!   every pass that read the buffer (merged and imported into the point, no CPU wait), and
+//!   always once the buffer is replaced, the surface destroyed or the client gone — never
+//!   before a lower point on the same timeline that is still owed (a timeline's points signal
+//!   in order, and one timeline may serve several buffers and surfaces). Buffers of producers
+//!   that do not honour fences (V4L2 decoders, CPU fills, still unclassified surfaces) get
+//!   their `wl_buffer.release` only once all the compositor's reads are done.
+//!
+//! - **Non-fencing producers** classified and reported per surface
+//!   ([`FenceBridgeHandler::non_fencing_producer`], [`ClientReport::non_fencing_surfaces`]): a
+//!   video player's GPU interface and its decoder's frames on a subsurface each get the release
+//!   their producer needs. A surface keeps its verdict for its life (see
+//!   [`crate::bridge::producer_class`] for why). **Waits past a deadline** are diagnosed by
+//!   client, surface and fence
 //!   ([`FenceBridgeHandler::wait_overdue`]), then kept or given up as [`Config::overdue`] says.
 //!   One stuck fence never delays another surface or client, and nothing waits on the loop
 //!   thread.
+//!
+//! Nothing here locks smithay's surface state on the caller's behalf except [`track_surface`]
+//! (called from `new_surface`): [`FenceBridgeState::surface_read`] only queues the read, and
+//! [`acquire_fence`] and [`acquire_timeline_point`] take the `SurfaceData` the caller holds.
+//! So all of them may be called inside `with_states` and `with_surface_tree_*`, where render
+//! walks call them (smithay's surface lock is not re-entrant: a function that locked the
+//! surface itself would deadlock there).
 //!
 //! The decisions come from [`crate::bridge`]; this module gathers the inputs from smithay and
 //! executes them.
@@ -73,23 +90,27 @@
 //! }
 //!
 //! // After each frame that sampled `surface`: the renderer's read fence as a sync_file
-//! // (smithay's `SyncPoint::export()`), or `None` when its reads are done (a CPU copy).
-//! fn frame_done(state: &mut State, surface: &WlSurface, read: Option<fencebridge::fence::SyncFile>) {
-//!     wayland::surface_read(state, surface, read);
+//! // (smithay's `SyncPoint::export()`), or `None` when its reads are done (a CPU copy). Only
+//! // the bridge's own state is needed, so it fits inside a render function that holds
+//! // borrows of the compositor's other fields, and inside a render walk.
+//! fn frame_done(bridge: &mut FenceBridgeState, surface: &WlSurface, read: Option<fencebridge::fence::SyncFile>) {
+//!     bridge.surface_read(surface, read);
 //! }
 //! ```
 
 use std::collections::HashMap;
 use std::time::Duration;
 
+use smithay::reexports::calloop::ping::Ping;
 use smithay::reexports::calloop::LoopHandle;
 use smithay::reexports::wayland_server::backend::{ClientId, GlobalId};
+use smithay::reexports::wayland_server::protocol::wl_surface::WlSurface;
 use smithay::reexports::wayland_server::{Client, DisplayHandle, GlobalDispatch};
 use smithay::wayland::compositor::CompositorHandler;
 use wayland_protocols::wp::linux_drm_syncobj::v1::server::wp_linux_drm_syncobj_manager_v1::WpLinuxDrmSyncobjManagerV1;
 
 use crate::bridge::plan::BridgeCaps;
-use crate::bridge::producer_class::{BecameNonFencing, ProducerClassifier};
+use crate::bridge::producer_class::BecameNonFencing;
 use crate::bridge::protocol::Leniency;
 use crate::caps::{Capabilities, PointWaitPath};
 use crate::fence::StubSignature;
@@ -106,7 +127,7 @@ mod wait;
 
 pub use handoff::{acquire_fence, acquire_timeline_point, publish_compositor_write, HandoffPoint};
 pub use release::surface_read;
-pub use report::{ClientReport, CommitPath, OverdueWait, WaitStats};
+pub use report::{ClientReport, CommitPath, NonFencingSurface, OverdueWait, WaitStats};
 pub use surface::track_surface;
 pub use syncobj::{SyncobjGlobalData, SyncobjSurfaceData, TimelineData};
 
@@ -138,8 +159,8 @@ pub struct Config {
     pub wait_deadline: Duration,
     /// What happens to an overdue commit.
     pub overdue: OverduePolicy,
-    /// Consecutive commits carrying no fence after which a client counts as a non-fencing
-    /// producer.
+    /// Consecutive commits of a surface carrying no fence after which its producer counts as
+    /// non-fencing.
     pub non_fencing_after: u32,
     /// Timelines one client may hold at once; more are refused with `invalid_timeline`, so a
     /// client cannot exhaust the compositor's file descriptors.
@@ -154,6 +175,15 @@ pub struct Config {
     /// hands one in keeps the bridge from opening every DRM node, which would wake GPUs it
     /// does not use.
     pub syncobj_device: Option<SyncobjDevice>,
+    /// Whether the renderer already puts its read fence on the client dma-bufs it samples, as
+    /// GL drivers with implicit sync do. `false` (the default): the bridge does it, for every
+    /// read reported with a fence ([`FenceBridgeState::surface_read`]), as wlroots' Vulkan
+    /// renderer does: a Vulkan or explicit-sync renderer, or one that reads on another device,
+    /// leaves no fence there, and a fencing producer given its buffer back when it is replaced
+    /// would write it while the compositor still reads it. Set it only when every renderer
+    /// that reports reads publishes them: a second import costs one ioctl per dma-buf and read,
+    /// a missing one shows as torn frames.
+    pub renderer_publishes_reads: bool,
 }
 
 impl Default for Config {
@@ -167,6 +197,7 @@ impl Default for Config {
             explicit_sync: true,
             point_wait: WaitMethod::Auto,
             syncobj_device: None,
+            renderer_publishes_reads: false,
         }
     }
 }
@@ -180,11 +211,17 @@ pub trait FenceBridgeHandler: CompositorHandler + Sized + 'static {
     /// The compositor's event loop, where fence waits are inserted.
     fn loop_handle(&self) -> LoopHandle<'static, Self>;
 
-    /// A client turned out to be a non-fencing producer (reported once per client, also logged
-    /// and kept in its [`ClientReport`]). Its buffers are from now on released only after the
-    /// compositor's reads are done.
-    fn non_fencing_producer(&mut self, client: &Client, found: &BecameNonFencing) {
-        let _ = (client, found);
+    /// The producer of one of `client`'s surfaces turned out non-fencing (reported once per
+    /// surface, also logged and named in the client's [`ClientReport`]). That surface's buffers
+    /// are from now on released only after the compositor's reads are done; the client's other
+    /// surfaces keep their own verdicts.
+    fn non_fencing_producer(
+        &mut self,
+        client: &Client,
+        surface: &WlSurface,
+        found: &BecameNonFencing,
+    ) {
+        let _ = (client, surface, found);
     }
 
     /// A commit has waited past [`Config::wait_deadline`] for its fence (reported once per
@@ -195,7 +232,7 @@ pub trait FenceBridgeHandler: CompositorHandler + Sized + 'static {
 }
 
 /// The bridge's per-compositor state: what the machine can do, the linux-drm-syncobj-v1
-/// global, and per-client books (producer class, report, timelines).
+/// global, and per-client books (report, timelines).
 #[derive(Debug)]
 pub struct FenceBridgeState {
     pub(crate) dh: DisplayHandle,
@@ -211,6 +248,10 @@ pub struct FenceBridgeState {
     /// Where release points whose fences could not go into their timeline are handed to the
     /// loop.
     pub(crate) late_signals: Option<release::LateSignals>,
+    /// Reads reported and not booked yet (see [`FenceBridgeState::surface_read`]).
+    pub(crate) reads: Vec<release::QueuedRead>,
+    /// Wakes the loop to book them.
+    pub(crate) read_wake: Option<Ping>,
 }
 
 /// How many disconnected clients' reports the bridge keeps, at least.
@@ -219,7 +260,6 @@ pub const KEPT_GONE_CLIENTS: usize = 64;
 /// What the bridge keeps per client.
 #[derive(Debug)]
 pub(crate) struct ClientBooks {
-    pub classifier: ProducerClassifier,
     pub report: ClientReport,
     pub timelines: usize,
 }
@@ -270,6 +310,8 @@ impl FenceBridgeState {
             clients: HashMap::new(),
             next_id: 0,
             late_signals: release::LateSignals::new(),
+            reads: Vec::new(),
+            read_wake: None,
             caps,
         }
     }
@@ -331,12 +373,10 @@ impl FenceBridgeState {
         if self.clients.len() >= 2 * KEPT_GONE_CLIENTS && !self.clients.contains_key(&client.id()) {
             self.forget_gone_clients();
         }
-        let threshold = self.config.non_fencing_after;
         let dh = &self.dh;
         self.clients
             .entry(client.id())
             .or_insert_with(|| ClientBooks {
-                classifier: ProducerClassifier::with_threshold(threshold),
                 report: ClientReport::new(client.get_credentials(dh).ok().map(|c| c.pid)),
                 timelines: 0,
             })

@@ -1,12 +1,15 @@
 //! What the bridge did, per client: the sync path of each commit, how long commits waited,
-//! what kind of producer the client is, releases deferred, waits overdue, protocol errors. The
-//! reference compositor and the tools print these.
+//! which of its surfaces have a non-fencing producer, releases deferred, waits overdue, protocol
+//! errors. The reference compositor and the tools print these.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::time::Duration;
 
-use crate::bridge::producer_class::ProducerClass;
+use smithay::reexports::wayland_server::protocol::wl_surface::WlSurface;
+use smithay::reexports::wayland_server::Resource;
+
+use crate::bridge::producer_class::{BecameNonFencing, ProducerClass};
 
 /// The way one commit was synchronised.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -78,8 +81,15 @@ impl WaitStats {
 pub struct ClientReport {
     /// The client's process, if the socket told.
     pub pid: Option<i32>,
-    /// Whether it fences its dma-bufs, as far as its commits tell.
+    /// Its producers summed up (each surface is classified on its own): `NonFencing` once any
+    /// of its surfaces is (they are named in [`ClientReport::non_fencing_surfaces`]), else
+    /// `Fencing` once any surface fences, else `Unknown`.
     pub producer: ProducerClass,
+    /// The surfaces found to have a non-fencing producer, in the order found (the first
+    /// [`ClientReport::KEPT_SURFACES`]).
+    pub non_fencing_surfaces: Vec<NonFencingSurface>,
+    /// Non-fencing surfaces beyond those kept.
+    pub more_non_fencing_surfaces: u64,
     /// Commits per sync path.
     pub commits: BTreeMap<CommitPath, u64>,
     /// How long its held commits waited.
@@ -88,6 +98,9 @@ pub struct ClientReport {
     pub releases_deferred: u64,
     /// Release points signalled (by a read fence or at once).
     pub release_points_signalled: u64,
+    /// Read fences the bridge put on its dma-bufs (reads reported with a fence, unless
+    /// [`Config::renderer_publishes_reads`](super::Config::renderer_publishes_reads)).
+    pub read_fences_published: u64,
     /// Waits that passed the deadline.
     pub overdue_waits: u64,
     /// Commits that set a timeline point 0 (not waited for, never signalled: see
@@ -106,10 +119,13 @@ impl ClientReport {
         ClientReport {
             pid,
             producer: ProducerClass::Unknown,
+            non_fencing_surfaces: Vec::new(),
+            more_non_fencing_surfaces: 0,
             commits: BTreeMap::new(),
             waits: WaitStats::default(),
             releases_deferred: 0,
             release_points_signalled: 0,
+            read_fences_published: 0,
             overdue_waits: 0,
             zero_points: 0,
             protocol_errors: Vec::new(),
@@ -119,6 +135,33 @@ impl ClientReport {
 
     /// How many protocol error messages a report keeps.
     pub const KEPT_ERRORS: usize = 32;
+
+    /// How many non-fencing surfaces a report names.
+    pub const KEPT_SURFACES: usize = 32;
+
+    /// One of its surfaces' producer is `class` after a commit; `became` when that commit made
+    /// it non-fencing.
+    pub(crate) fn surface_classified(
+        &mut self,
+        surface: &WlSurface,
+        class: ProducerClass,
+        became: Option<&BecameNonFencing>,
+    ) {
+        if class == ProducerClass::Fencing && self.producer == ProducerClass::Unknown {
+            self.producer = ProducerClass::Fencing;
+        }
+        if let Some(found) = became {
+            self.producer = ProducerClass::NonFencing;
+            if self.non_fencing_surfaces.len() < Self::KEPT_SURFACES {
+                self.non_fencing_surfaces.push(NonFencingSurface {
+                    surface: surface_name(surface),
+                    found: *found,
+                });
+            } else {
+                self.more_non_fencing_surfaces += 1;
+            }
+        }
+    }
 
     pub(crate) fn note_protocol_error(&mut self, message: String) {
         if self.protocol_errors.len() < Self::KEPT_ERRORS {
@@ -135,6 +178,27 @@ impl ClientReport {
 
     pub(crate) fn count(&mut self, path: CommitPath) {
         *self.commits.entry(path).or_default() += 1;
+    }
+}
+
+/// How reports name a surface: `wl_surface@N`, N its protocol id (what `WAYLAND_DEBUG` shows).
+pub(crate) fn surface_name(surface: &WlSurface) -> String {
+    format!("wl_surface@{}", surface.id().protocol_id())
+}
+
+/// A surface whose producer turned out non-fencing: its buffers are released only after the
+/// compositor's reads are done.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NonFencingSurface {
+    /// The surface, as `wl_surface@N`.
+    pub surface: String,
+    /// The evidence.
+    pub found: BecameNonFencing,
+}
+
+impl fmt::Display for NonFencingSurface {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.surface, self.found)
     }
 }
 

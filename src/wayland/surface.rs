@@ -15,6 +15,7 @@ use wayland_protocols::wp::linux_drm_syncobj::v1::server::wp_linux_drm_syncobj_s
 use super::release::{has_signalled, ReleasePoint};
 use super::wait::WaitEntry;
 use super::{commit, release, FenceBridgeHandler};
+use crate::bridge::producer_class::ProducerClassifier;
 use crate::bridge::release::{Attach, ReleaseAction, ReleaseTracker};
 use crate::bridge::{BufferId, FenceId, TimelinePoint};
 use crate::fence::SyncFile;
@@ -110,6 +111,10 @@ pub(crate) struct SurfaceBooks {
     hold: Option<(BufferId, RendererBuffer)>,
     /// Commits waiting for their fence.
     pub waits: Vec<WaitEntry>,
+    /// What produces the surface's dma-bufs, learnt from its own commits (`None` until its
+    /// first snapshot). Per surface, because one client often has two producers: a GPU
+    /// interface and a video decoder's frames on a subsurface.
+    pub classifier: Option<ProducerClassifier>,
 }
 
 impl SurfaceBooks {
@@ -146,6 +151,11 @@ impl SurfaceBooks {
                 }
             },
         }
+    }
+
+    /// The buffer the surface shows, as the books know it.
+    pub fn current_buffer(&self) -> Option<&WlBuffer> {
+        self.current.as_ref().map(|(buffer, _)| buffer)
     }
 
     /// Books an applied commit's release point (the tracker will name it).

@@ -48,11 +48,7 @@ impl Awaited {
             Awaited::AcquirePoint(point) => format!("acquire point {point} of a client timeline"),
             Awaited::Snapshot(fence) => match fence.info() {
                 Ok(info) => {
-                    let names: Vec<_> = info
-                        .fences
-                        .iter()
-                        .map(|f| format!("{} on {}", f.driver, f.timeline))
-                        .collect();
+                    let names: Vec<_> = info.fences.iter().map(ToString::to_string).collect();
                     format!("the dma-buf's write fences ({})", names.join(", "))
                 }
                 Err(_) => "the dma-buf's write fences".to_owned(),
@@ -245,7 +241,7 @@ fn overdue<D: FenceBridgeHandler>(
             .as_ref()
             .and_then(|c| c.get_credentials(dh).ok())
             .map(|c| c.pid),
-        surface: surface.id().to_string(),
+        surface: super::report::surface_name(surface),
         fence,
         waited: started.elapsed(),
         shown_anyway: policy == OverduePolicy::ShowAnyway,

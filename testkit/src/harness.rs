@@ -29,7 +29,8 @@ use smithay::wayland::shm::{ShmHandler, ShmState};
 
 use wayland_client::protocol::{
     wl_buffer::WlBuffer as CBuffer, wl_callback, wl_compositor::WlCompositor, wl_registry, wl_shm,
-    wl_shm_pool, wl_surface::WlSurface as CSurface,
+    wl_shm_pool, wl_subcompositor::WlSubcompositor, wl_subsurface::WlSubsurface,
+    wl_surface::WlSurface as CSurface,
 };
 use wayland_client::{delegate_noop, Connection, Dispatch, EventQueue, QueueHandle};
 use wayland_protocols::wp::linux_dmabuf::zv1::client::{
@@ -56,7 +57,8 @@ pub struct Server {
     pub applied: HashMap<(ClientId, u32), u32>,
     /// The server side of each surface.
     pub surfaces: HashMap<(ClientId, u32), WlSurface>,
-    pub non_fencing: Vec<(ClientId, BecameNonFencing)>,
+    /// Non-fencing producers reported: the client, its surface, the evidence.
+    pub non_fencing: Vec<(ClientId, WlSurface, BecameNonFencing)>,
     pub overdue: Vec<OverdueWait>,
     /// Every applied commit, in order (drained by the tests that read it).
     pub log: Vec<Applied>,
@@ -182,8 +184,14 @@ impl FenceBridgeHandler for Server {
         self.loop_handle.clone()
     }
 
-    fn non_fencing_producer(&mut self, client: &Client, found: &BecameNonFencing) {
-        self.non_fencing.push((client.id(), *found));
+    fn non_fencing_producer(
+        &mut self,
+        client: &Client,
+        surface: &WlSurface,
+        found: &BecameNonFencing,
+    ) {
+        self.non_fencing
+            .push((client.id(), surface.clone(), *found));
     }
 
     fn wait_overdue(&mut self, wait: &OverdueWait) {
@@ -291,6 +299,8 @@ impl Dispatch<wl_callback::WlCallback, ()> for ClientSide {
 
 delegate_noop!(ClientSide: ignore WlCompositor);
 delegate_noop!(ClientSide: ignore CSurface);
+delegate_noop!(ClientSide: ignore WlSubcompositor);
+delegate_noop!(ClientSide: ignore WlSubsurface);
 delegate_noop!(ClientSide: ignore ZwpLinuxDmabufV1);
 delegate_noop!(ClientSide: ignore ZwpLinuxBufferParamsV1);
 delegate_noop!(ClientSide: ignore wl_shm::WlShm);
@@ -309,6 +319,7 @@ pub struct TestClient {
     pub id: ClientId,
     registry: wl_registry::WlRegistry,
     pub compositor: Option<WlCompositor>,
+    pub subcompositor: Option<WlSubcompositor>,
     pub dmabuf: Option<ZwpLinuxDmabufV1>,
     pub shm: Option<wl_shm::WlShm>,
     /// The linux-drm-syncobj-v1 manager, if the compositor offers it.
@@ -325,6 +336,18 @@ impl TestClient {
             .as_ref()
             .unwrap()
             .create_surface(&self.qh, ())
+    }
+
+    /// A desynchronised subsurface of `parent` on `surface` (its commits apply on their own,
+    /// as a video player's video surface does).
+    pub fn desync_subsurface(&self, surface: &CSurface, parent: &CSurface) -> WlSubsurface {
+        let subsurface = self
+            .subcompositor
+            .as_ref()
+            .expect("smithay's CompositorState offers wl_subcompositor")
+            .get_subsurface(surface, parent, &self.qh, ());
+        subsurface.set_desync();
+        subsurface
     }
 
     /// A linux-dmabuf buffer of one plane (`create_immed`).
@@ -495,12 +518,14 @@ impl Harness {
             id: client.id(),
             registry,
             compositor: None,
+            subcompositor: None,
             dmabuf: None,
             shm: None,
             syncobj: None,
         };
         self.roundtrip(&mut client);
         client.compositor = client.bind(5);
+        client.subcompositor = client.bind(1);
         client.dmabuf = client.bind(3);
         client.shm = client.bind(1);
         client.syncobj = client.bind(1);

@@ -20,6 +20,13 @@ fn probe_json_matches_the_kernel() {
     eprintln!("{}", String::from_utf8_lossy(&out.stdout));
 
     assert_eq!(report["dmabuf_export"]["supported"], true);
+    // The answer is the kernel's: the export was issued, and what it returned is named (a
+    // fresh buffer exports the stub), not assumed from a buffer that merely polls ready.
+    let export = report["dmabuf_export"]["reason"].as_str().unwrap();
+    assert!(
+        export.contains("answered with a sync_file of 1 fence(s)"),
+        "{export}"
+    );
     assert_eq!(report["dmabuf_import"]["supported"], true);
     assert_eq!(report["stub_detection"]["supported"], true);
     let drivers: Vec<&str> = report["drm_nodes"]

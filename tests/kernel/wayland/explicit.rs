@@ -10,6 +10,7 @@ use fencebridge::producer::{VgemBuffer, VgemFence};
 use fencebridge::source::WaitMethod;
 use fencebridge::timeline::Timeline;
 use fencebridge::wayland::{self, CommitPath, Config};
+use smithay::wayland::compositor::with_states;
 use wayland_client::protocol::{wl_buffer::WlBuffer, wl_surface::WlSurface};
 use wayland_protocols::wp::linux_drm_syncobj::v1::client::{
     wp_linux_drm_syncobj_surface_v1::WpLinuxDrmSyncobjSurfaceV1,
@@ -140,13 +141,20 @@ fn an_explicit_commit_waits_for_its_acquire_point_and_publishes_it_on_the_dmabuf
     // The applied commit's acquire fence, for KMS or capture, and on the compositor's timeline.
     let srv = h.server_surface(&e.c, &e.surface);
     assert!(signalled(
-        &wayland::acquire_fence(&srv).expect("an acquire fence")
+        &with_states(&srv, wayland::acquire_fence).expect("an acquire fence")
     ));
-    let handoff = wayland::acquire_timeline_point(&mut h.server.bridge, &srv)
-        .unwrap()
-        .expect("a point on the compositor's timeline");
+    let bridge = &mut h.server.bridge;
+    let handoff = with_states(&srv, |states| {
+        wayland::acquire_timeline_point(bridge, states)
+    })
+    .unwrap()
+    .expect("a point on the compositor's timeline");
     assert!(handoff.timeline.is_signalled(handoff.point).unwrap());
-    let again = wayland::acquire_timeline_point(&mut h.server.bridge, &srv).unwrap();
+    let bridge = &mut h.server.bridge;
+    let again = with_states(&srv, |states| {
+        wayland::acquire_timeline_point(bridge, states)
+    })
+    .unwrap();
     assert_eq!(
         again.map(|p| p.point),
         Some(handoff.point),

@@ -7,6 +7,7 @@ use std::time::Duration;
 use fencebridge::bridge::producer_class::ProducerClass;
 use fencebridge::fence::{dmabuf, Access};
 use fencebridge::wayland::{self, CommitPath, Config, OverduePolicy};
+use smithay::wayland::compositor::with_states;
 
 use super::harness::{Blocking, Harness};
 use super::{applied, key};
@@ -81,7 +82,10 @@ fn a_buffer_with_nothing_pending_applies_in_the_same_dispatch_without_a_wait() {
     assert_eq!(report.commits_by(CommitPath::ImplicitReady), 1);
     assert_eq!(report.waits.count, 0);
     let srv = h.server_surface(&c, &surface);
-    assert!(wayland::acquire_fence(&srv).is_none(), "nothing to hand on");
+    assert!(
+        with_states(&srv, wayland::acquire_fence).is_none(),
+        "nothing to hand on"
+    );
 }
 
 /// Commits `a`, reports a pending read of it, then commits `b`: returns whether `a` was
@@ -167,7 +171,7 @@ fn a_non_fencing_producer_is_reported_once() {
         let reported = h.server.non_fencing.len();
         assert_eq!(reported, usize::from(n >= 3), "after {n} commits");
     }
-    let (client, found) = h.server.non_fencing[0].clone();
+    let (client, _, found) = h.server.non_fencing[0].clone();
     assert_eq!(client, c.id);
     assert_eq!(found.consecutive_stub_commits, 3);
     assert_eq!(h.report(&c).producer, ProducerClass::NonFencing);

@@ -8,6 +8,7 @@ mod explicit;
 mod fuzz;
 mod hostile;
 mod implicit;
+mod mixed;
 mod protocol_errors;
 mod releases;
 mod soak;
