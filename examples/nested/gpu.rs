@@ -17,7 +17,7 @@
 use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::mpsc;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use fencebridge::fence::SyncFile;
 use fencebridge::producer::{Vgem, VgemFence};
@@ -88,10 +88,12 @@ pub struct SoftGpu {
 }
 
 impl SoftGpu {
-    /// Starts the worker; its frames arrive on the returned channel. Each frame takes at least
-    /// `min_frame`, like a loaded GPU, so that a frame's reads can outlast a client's next
-    /// commit (the case where releasing the client's buffer must wait); a capture's copy is
-    /// written only after `min_frame` (a consumer that does not wait for it reads too early).
+    /// Starts the worker; its frames arrive on the returned channel. Each job does its work
+    /// only after `min_frame`, like a loaded GPU: a frame's reads come at the end of its time,
+    /// so that they can outlast a client's next commit (the case where releasing the client's
+    /// buffer must wait, and where a fencing client's next write must wait for the read fence);
+    /// a capture's copy is written late too (a consumer that does not wait for it reads too
+    /// early).
     pub fn start(min_frame: Duration) -> std::io::Result<(SoftGpu, Channel<Finished>)> {
         let (jobs, queue) = mpsc::channel::<Work>();
         let (finished, channel) = channel::channel();
@@ -99,23 +101,21 @@ impl SoftGpu {
             .name("soft-gpu".to_owned())
             .spawn(move || {
                 for work in queue {
-                    let started = Instant::now();
+                    // A loaded GPU: earlier work keeps it busy, and the job's reads and writes
+                    // come at the end of its time, as late as they can.
+                    thread::sleep(min_frame);
                     let (done, result) = match work {
                         Work::Frame(job, mut canvas) => {
                             let errors = draw(&mut canvas, &job);
-                            tracing::debug!("soft-gpu: frame drawn in {:?}", started.elapsed());
                             (job.done, Some(Finished { canvas, errors }))
                         }
                         Work::Copy(copy) => {
-                            // A loaded GPU's copy lands at the end of its time.
-                            thread::sleep(min_frame);
                             if let Err(e) = write_dmabuf(&copy.target, &copy.image) {
                                 tracing::warn!("nested: a capture's copy failed: {e}");
                             }
                             (Some(copy.written), None)
                         }
                     };
-                    thread::sleep(min_frame.saturating_sub(started.elapsed()));
                     if let Some(fence) = done {
                         if let Err(e) = fence.signal() {
                             tracing::warn!("nested: cannot signal a GPU job's fence: {e}");

@@ -1,6 +1,8 @@
 //! The headless backend: an offscreen output drawn by the software GPU (`gpu.rs`). A frame
 //! hands every shown buffer to the GPU's worker thread with a real read fence (vgem), puts that
-//! fence on the dma-bufs it reads, as a GPU driver does, and is shown when the worker is done.
+//! fence on the dma-bufs it reads, as a GPU driver does (unless `--gpu-private-reads`: then it
+//! keeps it to itself, as a Vulkan renderer does, and only fencebridge puts it there), and is
+//! shown when the worker is done.
 //!
 //! Why not pixman: it has no NV12, and no choice of YUV matrix or range; `render.rs` converts
 //! the formats video decoders and cameras produce as a GPU sampler would.
@@ -35,6 +37,8 @@ const FORMATS: [Fourcc; 4] = [
 /// The software GPU and the frame it is drawing.
 pub struct Headless {
     gpu: SoftGpu,
+    /// Whether a frame puts its read fence on the dma-bufs it reads (as GPU drivers do).
+    publishes_reads: bool,
     /// The frame being drawn: its surfaces without a read fence (their reads end with it).
     in_flight: Option<Vec<WlSurface>>,
     /// The canvas the next frame is drawn on: the one shown before the last frame (two
@@ -45,9 +49,10 @@ pub struct Headless {
 }
 
 impl Headless {
-    pub fn new(gpu: SoftGpu) -> Self {
+    pub fn new(gpu: SoftGpu, publishes_reads: bool) -> Self {
         Headless {
             gpu,
+            publishes_reads,
             in_flight: None,
             spare: None,
             placed: Vec::new(),
@@ -84,7 +89,7 @@ impl Headless {
             }
         }
         let (job, read_fence) = self.gpu.job(BACKGROUND, layers);
-        if let Some(fence) = &read_fence {
+        if let Some(fence) = read_fence.as_ref().filter(|_| self.publishes_reads) {
             // As a GPU driver does: the frame's read fence goes onto every dma-buf it reads, so
             // implicitly synchronised writers (the clients' next GPU job, a video decoder's vb2
             // queue, fencebridge v4l2 --show's check) wait for the read to end.

@@ -38,6 +38,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
+use fencebridge::wayland::Config;
 use smithay::reexports::calloop::channel;
 use smithay::reexports::calloop::generic::Generic;
 use smithay::reexports::calloop::timer::{TimeoutAction, Timer};
@@ -92,6 +93,15 @@ struct Args {
     /// reads of a buffer outlast the client's next commit.
     #[arg(long, default_value_t = 0)]
     gpu_ms: u64,
+    /// The software GPU keeps its read fence to itself instead of putting it on the dma-bufs
+    /// it reads, as a Vulkan or explicit-sync renderer does (headless).
+    #[arg(long)]
+    gpu_private_reads: bool,
+    /// Tell fencebridge that the renderer puts its read fences on the dma-bufs itself
+    /// (`Config::renderer_publishes_reads`), so the bridge does not. With
+    /// `--gpu-private-reads` too, nobody does: the compositor a read-fence test must catch.
+    #[arg(long)]
+    renderer_publishes_reads: bool,
     /// A client to run, as one string of its program and arguments (split at spaces);
     /// repeatable, the clients run side by side.
     #[arg(long = "client", value_name = "COMMAND")]
@@ -153,10 +163,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let windowed = matches!(backend, Backend::Window(_));
     let size = backend.size().unwrap_or(args.size);
     let frame_interval = Duration::from_secs(1) / args.fps.max(1);
+    let config = Config {
+        explicit_sync: !args.no_bridge,
+        renderer_publishes_reads: args.renderer_publishes_reads,
+        ..Config::default()
+    };
+    let bridge = (!args.no_bridge).then_some(config);
     let mut state = Nested::new(
         &dh,
         event_loop.handle(),
-        !args.no_bridge,
+        bridge,
         backend,
         (size, frame_interval),
     );
@@ -293,7 +309,10 @@ fn start_backend(
                 headless::frame_done(state, finished);
             }
         })?;
-    Ok(Backend::Headless(Headless::new(gpu)))
+    Ok(Backend::Headless(Headless::new(
+        gpu,
+        !args.gpu_private_reads,
+    )))
 }
 
 /// Opens the window and inserts its events and its GL fence waiter into the loop.

@@ -1,6 +1,7 @@
 //! What the compositor says at the end: per client, its command, how it ended, how many of its
 //! frames were shown, and what fencebridge saw (sync path per commit, waits, whether its
-//! producer fences, deferred releases). As text, and as JSON for the tests and the demo.
+//! producers fence and which of its surfaces do not, deferred releases). As text, and as JSON
+//! for the tests and the demo.
 
 use std::fmt;
 use std::process::{Child, ExitStatus};
@@ -104,11 +105,18 @@ impl Report {
                         .map(|(path, n)| (path.to_string(), json!(n)))
                         .collect();
                     v["producer"] = json!(format!("{:?}", r.producer));
+                    let non_fencing: Vec<&str> = r
+                        .non_fencing_surfaces
+                        .iter()
+                        .map(|s| s.surface.as_str())
+                        .collect();
+                    v["non_fencing_surfaces"] = json!(non_fencing);
                     v["commits"] = Value::Object(commits);
                     v["wait_median_ms"] = json!(r.waits.median().map(|d| d.as_secs_f64() * 1e3));
                     v["wait_max_ms"] = json!(r.waits.max.as_secs_f64() * 1e3);
                     v["releases_deferred"] = json!(r.releases_deferred);
                     v["release_points_signalled"] = json!(r.release_points_signalled);
+                    v["read_fences_published"] = json!(r.read_fences_published);
                     v["overdue_waits"] = json!(r.overdue_waits);
                     v["protocol_errors"] = json!(r.protocol_errors);
                 }
@@ -143,6 +151,9 @@ impl fmt::Display for Report {
                 continue;
             };
             writeln!(f, "  producer: {:?}", r.producer)?;
+            for surface in &r.non_fencing_surfaces {
+                writeln!(f, "  non-fencing: {surface}")?;
+            }
             for (path, n) in &r.commits {
                 writeln!(f, "  {n:>6} commits: {path}")?;
             }
@@ -151,8 +162,12 @@ impl fmt::Display for Report {
             }
             writeln!(
                 f,
-                "  releases deferred: {}, release points signalled: {}, overdue waits: {}",
-                r.releases_deferred, r.release_points_signalled, r.overdue_waits
+                "  releases deferred: {}, release points signalled: {}, overdue waits: {}, \
+                 read fences put on its dma-bufs: {}",
+                r.releases_deferred,
+                r.release_points_signalled,
+                r.overdue_waits,
+                r.read_fences_published
             )?;
             for error in &r.protocol_errors {
                 writeln!(f, "  protocol error: {error}")?;

@@ -400,7 +400,7 @@ fn reads_started(
     for surface in surfaces {
         // fencebridge: the frame reads the surface's buffer until `fence` signals.
         match fence.map(SyncFile::try_clone) {
-            Some(Ok(fence)) => fencebridge::wayland::surface_read(state, surface, Some(fence)),
+            Some(Ok(fence)) => state.bridge.surface_read(surface, Some(fence)),
             _ => unfenced.push(surface.clone()),
         }
     }
@@ -411,7 +411,7 @@ fn reads_started(
 pub fn reads_done(state: &mut Nested, surfaces: &[WlSurface]) {
     for surface in surfaces {
         // fencebridge: the reads end now.
-        fencebridge::wayland::surface_read(state, surface, None);
+        state.bridge.surface_read(surface, None);
     }
 }
 

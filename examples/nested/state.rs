@@ -70,10 +70,12 @@ pub struct Nested {
 }
 
 impl Nested {
+    /// The compositor, with fencebridge configured by `bridge` (`None`: surfaces do not go
+    /// through it).
     pub fn new(
         dh: &DisplayHandle,
         loop_handle: LoopHandle<'static, Nested>,
-        bridge_on: bool,
+        bridge: Option<Config>,
         mut backend: Backend,
         ((width, height), frame_interval): ((u32, u32), Duration),
     ) -> Self {
@@ -90,10 +92,11 @@ impl Nested {
             Some(feedback) => dmabuf.create_global_with_default_feedback::<Nested>(dh, &feedback),
             None => dmabuf.create_global::<Nested>(dh, formats),
         };
-        let config = Config {
-            explicit_sync: bridge_on,
+        let bridge_on = bridge.is_some();
+        let config = bridge.unwrap_or(Config {
+            explicit_sync: false,
             ..Config::default()
-        };
+        });
         let mut seat_state = SeatState::new();
         let seat = seat_state.new_wl_seat(dh, "seat0");
         let outputs = OutputManagerState::new_with_xdg_output::<Nested>(dh);

@@ -4,14 +4,14 @@
 //! still be writing when it says `ready`: the consumer waits for the buffer's fences
 //! (`DMA_BUF_IOCTL_EXPORT_SYNC_FILE`, read access) before it reads.
 
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::FileExt;
 use std::time::{Duration, Instant};
 
 use fencebridge::fence::{dmabuf, Access};
 use fencebridge::producer::Vgem;
 
-use wayland_client::protocol::{wl_buffer::WlBuffer, wl_output::WlOutput, wl_shm};
+use wayland_client::protocol::{wl_buffer::WlBuffer, wl_output::WlOutput, wl_shm, wl_shm_pool};
 use wayland_client::{Connection, Dispatch, Proxy, QueueHandle, WEnum};
 use wayland_protocols_wlr::screencopy::v1::client::{
     zwlr_screencopy_frame_v1::{self, ZwlrScreencopyFrameV1},
@@ -159,13 +159,8 @@ impl Capturer {
         Ok(frame)
     }
 
-    /// Asks for the copy into `buffer` and waits for `ready` (or `failed`); destroys the frame.
-    fn copy(
-        client: &mut Client<Screencopy>,
-        frame: ZwlrScreencopyFrameV1,
-        buffer: &WlBuffer,
-    ) -> Result<(), WlError> {
-        frame.copy(buffer);
+    /// Waits for `ready` (or `failed`) to a copy asked for on `frame`; destroys the frame.
+    fn copied(client: &mut Client<Screencopy>, frame: ZwlrScreencopyFrameV1) -> Result<(), WlError> {
         let answered = client.dispatch_until(ANSWER_TIMEOUT, |s| s.ext.ready || s.ext.failed);
         frame.destroy();
         if !answered? {
@@ -182,6 +177,13 @@ impl Capturer {
 
     /// Captures the output as the compositor last rendered it.
     pub fn capture(&self, client: &mut Client<Screencopy>) -> Result<Image, WlError> {
+        self.request(client)?.finish(client)
+    }
+
+    /// Asks for a capture into shared memory and returns as soon as the copy is asked for (the
+    /// compositor copies the frame it is drawing, or the last one); [`PendingCapture::finish`]
+    /// waits for it. One at a time.
+    pub fn request(&self, client: &mut Client<Screencopy>) -> Result<PendingCapture, WlError> {
         let frame = self.announce(client)?;
         let Some((format, width, height, stride)) = client.state.ext.buffer.take() else {
             frame.destroy();
@@ -223,23 +225,16 @@ impl Capturer {
             &client.qh,
             CAPTURE_BUFFER,
         );
-        let copied = Self::copy(client, frame, &buffer);
-        buffer.destroy();
-        pool.destroy();
-        copied?;
-        let mut bytes = vec![0u8; size as usize];
-        std::fs::File::from(memfd)
-            .read_exact_at(&mut bytes, 0)
-            .map_err(|e| WlError::new("io", format!("reading the capture: {e}")))?;
-        let pixels = bytes
-            .chunks_exact(stride as usize)
-            .flat_map(|row| row[..width as usize * 4].chunks_exact(4))
-            .map(|px| u32::from_le_bytes([px[0], px[1], px[2], px[3]]))
-            .collect();
-        Ok(Image {
+        frame.copy(&buffer);
+        client.flush()?;
+        Ok(PendingCapture {
+            frame,
+            buffer,
+            pool,
+            memfd,
             width,
             height,
-            pixels,
+            stride,
         })
     }
 
@@ -270,7 +265,8 @@ impl Capturer {
         let buffer = buffers.take(client, (width, height))?;
         buffer.fill(UNWRITTEN);
         client.check_buffers()?;
-        Self::copy(client, frame, &buffer.wl)?;
+        frame.copy(&buffer.wl);
+        Self::copied(client, frame)?;
         let fence = dmabuf::export_one(buffer.vgem.dmabuf(), Access::Read)
             .map_err(|e| WlError::new("io", format!("exporting the capture's fences: {e}")))?;
         let pending_at_ready = !fence
@@ -295,6 +291,51 @@ impl Capturer {
     }
 }
 
+/// A capture into shared memory asked for and not read yet.
+pub struct PendingCapture {
+    frame: ZwlrScreencopyFrameV1,
+    buffer: WlBuffer,
+    pool: wl_shm_pool::WlShmPool,
+    memfd: OwnedFd,
+    width: u32,
+    height: u32,
+    stride: u32,
+}
+
+impl PendingCapture {
+    /// Waits for the compositor's copy and reads it.
+    pub fn finish(self, client: &mut Client<Screencopy>) -> Result<Image, WlError> {
+        let PendingCapture {
+            frame,
+            buffer,
+            pool,
+            memfd,
+            width,
+            height,
+            stride,
+        } = self;
+        let copied = Capturer::copied(client, frame);
+        buffer.destroy();
+        pool.destroy();
+        copied?;
+        let mut bytes = vec![0u8; stride as usize * height as usize];
+        std::fs::File::from(memfd)
+            .read_exact_at(&mut bytes, 0)
+            .map_err(|e| WlError::new("io", format!("reading the capture: {e}")))?;
+        let pixels = bytes
+            .chunks_exact(stride as usize)
+            .flat_map(|row| row[..width as usize * 4].chunks_exact(4))
+            .map(|px| u32::from_le_bytes([px[0], px[1], px[2], px[3]]))
+            .collect();
+        Ok(Image {
+            width,
+            height,
+            pixels,
+        })
+    }
+}
+
+/// No answer to a capture in time.
 fn timeout(what: &str) -> WlError {
     WlError::new(
         "timeout",

@@ -5,10 +5,14 @@
 //! frame callback, and ends with one result line on stdout.
 //!
 //! ```text
-//! fbclient implicit [--frames N=20] [--delay-ms D=100] [--tag T=0] [--size WxH=128x128]
+//! fbclient implicit [--frames N=20] [--delay-ms D=100] [--pipelined] [--tag T=0]
+//!     [--size WxH=128x128]
 //!     Each frame: attach a vgem write fence, commit, sleep D ms (the GPU is busy), write the
 //!     frame's colour, signal the fence, wait for the frame callback, capture the output.
 //!     A frame is stale if fewer than width×height output pixels have its colour.
+//!     --pipelined: two buffers, each written as soon as it is released (after waiting for the
+//!     readers' fences on it, as a GPU driver does), while the frame reading it may still be
+//!     drawing; every other frame is judged, so frames=N/2 (rounded up).
 //!     -> fbclient implicit: frames=N stale=S max_frame_ms=M
 //! fbclient explicit [--frames N=20] [--delay-ms D=50] [--tag T=0] [--size WxH=128x128]
 //!     linux-drm-syncobj-v1, a timeline per buffer: acquire point a and release point a+1;
@@ -90,6 +94,12 @@ enum Mode {
         /// How long the "GPU" writes after each commit, in ms.
         #[arg(long, default_value_t = 100)]
         delay_ms: u64,
+        /// Two buffers, each written as soon as it is released, while the frame that reads it
+        /// may still be drawing: only the compositor's read fence on the buffer (waited for
+        /// before each write, as a GPU driver does) keeps the write out of that frame. Every
+        /// other frame is judged.
+        #[arg(long)]
+        pipelined: bool,
     },
     /// linux-drm-syncobj-v1: acquire points signalled after the commit; release points checked.
     Explicit {
@@ -197,10 +207,18 @@ fn main() -> ExitCode {
             common,
             frames,
             delay_ms,
-        } => (
-            "implicit",
-            implicit::run(common, *frames, Duration::from_millis(*delay_ms)),
-        ),
+            pipelined,
+        } => {
+            let run = if *pipelined {
+                implicit::run_pipelined
+            } else {
+                implicit::run
+            };
+            (
+                "implicit",
+                run(common, *frames, Duration::from_millis(*delay_ms)),
+            )
+        }
         Mode::Explicit {
             common,
             frames,

@@ -8,7 +8,7 @@ use fencebridge::producer::Vgem;
 
 use wayland_client::protocol::wl_buffer::WlBuffer;
 
-use crate::capture::{CaptureBuffers, Capturer, DmabufCapture, Image, Screencopy};
+use crate::capture::{CaptureBuffers, Capturer, DmabufCapture, Image, PendingCapture, Screencopy};
 use crate::pixels::{count_colour, Buffer};
 use crate::wlclient::{Client, Syncobj, Window, WlError};
 
@@ -146,20 +146,26 @@ impl<B: Attachable> Session<B> {
 
     /// Whether the output, as last rendered, shows `colour` on a whole window's worth of
     /// pixels (`size`): anything less means the compositor showed stale contents.
-    pub fn shows(&mut self, colour: u32, (width, height): (u32, u32)) -> Result<bool, WlError> {
+    pub fn shows(&mut self, colour: u32, size: (u32, u32)) -> Result<bool, WlError> {
         let image = self.capture()?;
-        if image.width < width || image.height < height {
-            return Err(WlError::new(
-                "output-too-small",
-                format!(
-                    "the output ({}x{}) is smaller than the window ({width}x{height}): give the \
-                     compositor a larger output or the client a smaller --size",
-                    image.width, image.height
-                ),
-            ));
-        }
-        let want = width as usize * height as usize;
-        Ok(count_colour(&image.pixels, colour) >= want)
+        shows(&image, colour, size)
+    }
+
+    /// Asks for a capture of the frame being drawn (or the last one), to be read later with
+    /// [`Session::showed`].
+    pub fn request_capture(&mut self) -> Result<PendingCapture, WlError> {
+        self.capturer.request(&mut self.client)
+    }
+
+    /// Whether a capture asked for earlier shows `colour` as [`Session::shows`] judges.
+    pub fn showed(
+        &mut self,
+        capture: PendingCapture,
+        colour: u32,
+        size: (u32, u32),
+    ) -> Result<bool, WlError> {
+        let image = capture.finish(&mut self.client)?;
+        shows(&image, colour, size)
     }
 
     /// The output as the compositor last rendered it.
@@ -175,4 +181,20 @@ impl<B: Attachable> Session<B> {
     ) -> Result<DmabufCapture, WlError> {
         self.capturer.capture_dmabuf(&mut self.client, buffers)
     }
+}
+
+/// Whether `image` has `colour` on a whole window's worth of pixels (`width`×`height`).
+fn shows(image: &Image, colour: u32, (width, height): (u32, u32)) -> Result<bool, WlError> {
+    if image.width < width || image.height < height {
+        return Err(WlError::new(
+            "output-too-small",
+            format!(
+                "the output ({}x{}) is smaller than the window ({width}x{height}): give the \
+                 compositor a larger output or the client a smaller --size",
+                image.width, image.height
+            ),
+        ));
+    }
+    let want = width as usize * height as usize;
+    Ok(count_colour(&image.pixels, colour) >= want)
 }

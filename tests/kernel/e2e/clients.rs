@@ -204,3 +204,54 @@ fn e2e_without_the_write_fence_captures_are_read_before_they_are_written() {
         "only {stale} of 12 captures stale without the write fence"
     );
 }
+
+/// The compositor's read fence reaches the client's dma-bufs even when its renderer does not
+/// put it there (a Vulkan or explicit-sync renderer): the software GPU keeps its fence to
+/// itself (`--gpu-private-reads`) and reads each frame's buffers late (`--gpu-ms`), while a
+/// pipelined implicit client writes each buffer as soon as it is released, after waiting for
+/// the readers' fences on it as a GPU driver does. The bridge publishes the read fence, so the
+/// write waits for the read and every judged frame shows its own colour. Told that the renderer
+/// publishes (`--renderer-publishes-reads`), the bridge does not either, and the write lands in
+/// the frame being read: the proof that the first run can fail.
+#[test]
+fn read_fence_published_without_renderer_help() {
+    let client = fbclient("implicit --pipelined --frames 12 --delay-ms 50");
+    let frames = 6; // every other frame is judged
+    let dir = scratch("read-fence");
+    let run = nested(
+        &dir,
+        60,
+        &["--gpu-ms", "400", "--gpu-private-reads"],
+        std::slice::from_ref(&client),
+    );
+    let result = run.fbclient("implicit");
+    assert_eq!(count(&result, "frames"), frames, "{result:?}");
+    assert_eq!(count(&result, "stale"), 0, "{}", run.stdout);
+    let report = run.client("fbclient");
+    assert_eq!(report["producer"], "Fencing", "{}", run.stdout);
+    let published = report["read_fences_published"].as_u64().unwrap_or(0);
+    assert!(
+        published >= frames,
+        "{published} read fences published:\n{}",
+        run.stdout
+    );
+
+    let dir = scratch("read-fence-nobody");
+    let nobody = [
+        "--gpu-ms",
+        "400",
+        "--gpu-private-reads",
+        "--renderer-publishes-reads",
+    ];
+    let run = nested(&dir, 60, &nobody, &[client]);
+    let result = run.fbclient("implicit");
+    assert_eq!(count(&result, "frames"), frames, "{result:?}");
+    let stale = count(&result, "stale");
+    assert!(
+        stale >= frames / 2,
+        "only {stale} of {frames} frames overwritten while read, with nobody publishing the \
+         read fence:\n{}",
+        run.stdout
+    );
+    assert_eq!(run.client("fbclient")["read_fences_published"], 0);
+}
