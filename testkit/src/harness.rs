@@ -14,7 +14,7 @@ use fencebridge::wayland::{self, Config, FenceBridgeHandler, FenceBridgeState, O
 use smithay::backend::allocator::{Format, Fourcc, Modifier};
 use smithay::backend::renderer::utils::on_commit_buffer_handler;
 use smithay::reexports::calloop::{EventLoop, Interest, LoopHandle};
-use smithay::reexports::wayland_server::backend::{ClientData, ClientId, DisconnectReason};
+use smithay::reexports::wayland_server::backend::{ClientData, ClientId, DisconnectReason, ObjectId};
 use smithay::reexports::wayland_server::protocol::{wl_buffer, wl_surface::WlSurface};
 use smithay::reexports::wayland_server::{Client, Display, DisplayHandle, Resource};
 use smithay::wayland::buffer::BufferHandler;
@@ -57,8 +57,10 @@ pub struct Server {
     pub applied: HashMap<(ClientId, u32), u32>,
     /// The server side of each surface.
     pub surfaces: HashMap<(ClientId, u32), WlSurface>,
-    /// Non-fencing producers reported: the client, its surface, the evidence.
-    pub non_fencing: Vec<(ClientId, WlSurface, BecameNonFencing)>,
+    /// Non-fencing producers reported: the client, its surface, the evidence. The surface by
+    /// its id: a handle would keep the surface's data (its buffers' dma-bufs, fences) alive
+    /// after the client destroyed it, as it would in a compositor.
+    pub non_fencing: Vec<(ClientId, ObjectId, BecameNonFencing)>,
     pub overdue: Vec<OverdueWait>,
     /// Every applied commit, in order (drained by the tests that read it).
     pub log: Vec<Applied>,
@@ -190,8 +192,7 @@ impl FenceBridgeHandler for Server {
         surface: &WlSurface,
         found: &BecameNonFencing,
     ) {
-        self.non_fencing
-            .push((client.id(), surface.clone(), *found));
+        self.non_fencing.push((client.id(), surface.id(), *found));
     }
 
     fn wait_overdue(&mut self, wait: &OverdueWait) {

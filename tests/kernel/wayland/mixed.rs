@@ -152,7 +152,7 @@ fn mixed_producers(video_first: bool) {
     assert_eq!(named, [video_name.as_str()], "{order}");
     assert_eq!(h.server.non_fencing.len(), 1, "{order}: reported once");
     let (client, surface, found) = &h.server.non_fencing[0];
-    assert_eq!((client, surface), (&c.id, &srv_video), "{order}");
+    assert_eq!((client, surface), (&c.id, &srv_video.id()), "{order}");
     assert_eq!(found.consecutive_stub_commits, 2, "{order}");
 }
 
