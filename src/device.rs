@@ -105,6 +105,16 @@ impl DrmNode {
         Ok(node)
     }
 
+    /// A second handle on the same open node (the fd duplicated): the same DRM file, so the
+    /// same syncobj handles. No ioctl.
+    pub fn try_clone(&self) -> Result<DrmNode> {
+        Ok(DrmNode {
+            fd: rustix::io::fcntl_dupfd_cloexec(&self.fd, 0).map_err(Error::io("dup(DRM node)"))?,
+            path: self.path.clone(),
+            driver: self.driver.clone(),
+        })
+    }
+
     /// The node's path.
     pub fn path(&self) -> &Path {
         &self.path

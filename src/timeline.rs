@@ -34,6 +34,11 @@ use crate::device::{io_errno, DrmNode};
 use crate::fence::SyncFile;
 use crate::{sys, Error, Result};
 
+mod waiter;
+
+use waiter::Waiter;
+pub(crate) use waiter::{Notify, PointWatch};
+
 /// What to wait for at a timeline point.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum WaitFor {
@@ -54,14 +59,22 @@ struct Inner {
     eventfd: bool,
     /// The binary syncobj every sync_file import and export passes through.
     staging: Mutex<syncobj::Handle>,
-    /// Syncobj handles this device holds right now (timelines, staging, waiters' cancel objects).
+    /// Syncobj handles this device holds right now (timelines, staging, the waiters' wake
+    /// timelines).
     live_handles: AtomicUsize,
+    /// The shared waiter threads (for [`WaitFor::Signalled`], [`WaitFor::Available`]), started
+    /// on first use where the kernel lacks `SYNCOBJ_EVENTFD` or the fallback is asked for.
+    waiters: Mutex<[Option<Arc<Waiter>>; 2]>,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
         let staging = *self.staging.get_mut().unwrap_or_else(|p| p.into_inner());
         let _ = self.node.destroy_syncobj(staging);
+        let waiters = self.waiters.get_mut().unwrap_or_else(|p| p.into_inner());
+        for waiter in waiters.iter().flatten() {
+            waiter.stop();
+        }
     }
 }
 
@@ -101,6 +114,7 @@ impl SyncobjDevice {
             eventfd,
             staging: Mutex::new(staging),
             live_handles: AtomicUsize::new(1),
+            waiters: Mutex::default(),
         })))
     }
 
@@ -167,38 +181,16 @@ impl SyncobjDevice {
         self.0.live_handles.fetch_sub(1, Ordering::Relaxed);
     }
 
-    /// Blocks until any of `waits` (handle, point) is ready, or `deadline_ns` (absolute
-    /// CLOCK_MONOTONIC) passes; returns the index of the first ready one. Points with no fence
-    /// yet are waited for (WAIT_FOR_SUBMIT). Only for helper threads, never the loop thread.
-    pub(crate) fn wait_any(
-        &self,
-        handles: &[syncobj::Handle],
-        points: &[u64],
-        wait_for: WaitFor,
-        deadline_ns: i64,
-    ) -> Result<usize> {
-        sys::count_foreign_ioctl();
-        self.0
-            .node
-            .syncobj_timeline_wait(
-                handles,
-                points,
-                deadline_ns,
-                false,
-                true,
-                wait_for == WaitFor::Available,
-            )
-            .map(|first| first as usize)
-            .map_err(|e| Error::io("DRM_IOCTL_SYNCOBJ_TIMELINE_WAIT")(io_errno(&e)))
-    }
-
-    /// CPU-signals a binary syncobj.
-    pub(crate) fn signal_binary(&self, handle: syncobj::Handle) -> Result<()> {
-        sys::count_foreign_ioctl();
-        self.0
-            .node
-            .syncobj_signal(&[handle])
-            .map_err(|e| Error::io("DRM_IOCTL_SYNCOBJ_SIGNAL")(io_errno(&e)))
+    /// The device's shared waiter for `wait_for`, started on first use.
+    fn waiter(&self, wait_for: WaitFor) -> Result<Arc<Waiter>> {
+        let mut waiters = self.0.waiters.lock().unwrap_or_else(|p| p.into_inner());
+        let slot = &mut waiters[usize::from(wait_for == WaitFor::Available)];
+        if let Some(waiter) = slot {
+            return Ok(waiter.clone());
+        }
+        let waiter = Waiter::spawn(self, wait_for)?;
+        *slot = Some(waiter.clone());
+        Ok(waiter)
     }
 }
 
@@ -224,10 +216,6 @@ impl OwnedSyncobj {
 
     pub(crate) fn handle(&self) -> syncobj::Handle {
         self.handle
-    }
-
-    pub(crate) fn device(&self) -> &SyncobjDevice {
-        &self.device
     }
 }
 
@@ -354,6 +342,19 @@ impl Timeline {
     pub fn is_signalled(&self, point: u64) -> Result<bool> {
         check_point(point)?;
         Ok(self.signalled_point()? >= point)
+    }
+
+    /// Has the device's shared waiter thread call `notify` once `point` is ready (the fallback
+    /// for kernels without `SYNCOBJ_EVENTFD`); dropping the watch cancels it. A point that is
+    /// ready already is notified at once.
+    pub(crate) fn watch(
+        &self,
+        point: u64,
+        wait_for: WaitFor,
+        notify: Notify,
+    ) -> Result<PointWatch> {
+        check_point(point)?;
+        Ok(self.device().waiter(wait_for)?.watch(self, point, notify))
     }
 
     /// Asks the kernel to signal `eventfd` once `point` is ready (`SYNCOBJ_EVENTFD`).

@@ -1,9 +1,9 @@
 //! calloop event sources: a [`SyncFile`](crate::fence::SyncFile) becoming ready
 //! ([`SyncFileSource`]) and a timeline point becoming ready ([`TimelinePointSource`]: by
-//! `SYNCOBJ_EVENTFD`, or where the kernel lacks it by a waiter thread that wakes the loop
-//! through a calloop channel). Both are one-shot: they fire once and remove themselves. Nothing
-//! here blocks the loop thread, and an already-signalled point needs no source at all
-//! ([`PointWait::Ready`]).
+//! `SYNCOBJ_EVENTFD`, or where the kernel lacks it by the syncobj device's one waiter thread,
+//! which waits for every pending point at once and wakes the loop through a calloop channel).
+//! Both are one-shot: they fire once and remove themselves. Nothing here blocks the loop
+//! thread, and an already-signalled point needs no source at all ([`PointWait::Ready`]).
 //!
 //! # How to use
 //! ```no_run

@@ -1,14 +1,13 @@
 //! [`TimelinePointSource`]: fires once when a timeline point is ready.
 
 use std::os::fd::{AsFd, OwnedFd};
-use std::sync::Arc;
 
 use calloop::channel::{self, Channel};
 use calloop::{EventSource, Poll, PostAction, Readiness, Token, TokenFactory};
 use rustix::event::{eventfd, EventfdFlags};
 
 use super::OneShot;
-use crate::timeline::{OwnedSyncobj, Timeline, WaitFor};
+use crate::timeline::{PointWatch, Timeline, WaitFor};
 use crate::{Error, Result};
 
 /// How to wait for a point that is not ready yet.
@@ -17,7 +16,8 @@ pub enum WaitMethod {
     /// `SYNCOBJ_EVENTFD` where the kernel has it, else the waiter thread.
     #[default]
     Auto,
-    /// Always the waiter thread (tests the fallback on kernels that have eventfd).
+    /// Always the device's shared waiter thread (tests the fallback on kernels that have
+    /// eventfd).
     WaiterThread,
 }
 
@@ -40,7 +40,8 @@ enum Inner {
     Eventfd(OneShot<OwnedFd>),
     Thread {
         channel: Channel<Result<()>>,
-        cancel: Arc<OwnedSyncobj>,
+        /// Dropping it takes the point out of the waiter's set.
+        _watch: PointWatch,
     },
 }
 
@@ -82,39 +83,20 @@ impl TimelinePointSource {
     }
 }
 
-/// The fallback: a thread blocks in `SYNCOBJ_TIMELINE_WAIT` on the point and on a private
-/// "cancel" syncobj, and reports through a calloop channel. Dropping the source signals the
-/// cancel syncobj, so the thread never outlives its use; both share the cancel syncobj so its
-/// handle is destroyed only after both let go (a handle number is never reused under either).
+/// The fallback: the device's one waiter thread waits for this point among all others and
+/// reports through a calloop channel of this source's own. Dropping the source cancels the
+/// wait.
 fn spawn_waiter(timeline: &Timeline, point: u64, wait_for: WaitFor) -> Result<Inner> {
-    let cancel = Arc::new(OwnedSyncobj::new(timeline.device(), false)?);
     let (sender, channel) = channel::channel();
-    let (timeline, thread_cancel) = (timeline.clone(), cancel.clone());
-    std::thread::Builder::new()
-        .name("fencebridge-point-waiter".into())
-        .spawn(move || {
-            let handles = [timeline.syncobj().handle(), thread_cancel.handle()];
-            let result = timeline
-                .device()
-                .wait_any(&handles, &[point, 0], wait_for, i64::MAX);
-            if !matches!(result, Ok(1)) {
-                // Ok(1) is the cancel: the source is gone and nobody listens.
-                let _ = sender.send(result.map(drop));
-            }
-        })
-        .map_err(|e| Error::Io {
-            op: "spawn waiter thread",
-            errno: rustix::io::Errno::from_io_error(&e).unwrap_or(rustix::io::Errno::AGAIN),
-        })?;
-    Ok(Inner::Thread { channel, cancel })
-}
-
-impl Drop for TimelinePointSource {
-    fn drop(&mut self) {
-        if let Inner::Thread { cancel, .. } = &self.0 {
-            let _ = cancel.device().signal_binary(cancel.handle());
-        }
-    }
+    let notify = Box::new(move |result: Result<()>| {
+        // A send fails only when the source is gone, and then nobody listens.
+        let _ = sender.send(result);
+    });
+    let watch = timeline.watch(point, wait_for, notify)?;
+    Ok(Inner::Thread {
+        channel,
+        _watch: watch,
+    })
 }
 
 impl EventSource for TimelinePointSource {

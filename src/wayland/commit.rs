@@ -13,12 +13,12 @@ use smithay::backend::allocator::dmabuf::Dmabuf;
 use smithay::reexports::wayland_server::protocol::wl_buffer::WlBuffer;
 use smithay::reexports::wayland_server::protocol::wl_surface::WlSurface;
 use smithay::reexports::wayland_server::{DisplayHandle, Resource};
-use smithay::wayland::compositor::{self, BufferAssignment, Cacheable, SurfaceAttributes};
+use smithay::wayland::compositor::{self, Barrier, BufferAssignment, Cacheable, SurfaceAttributes};
 use smithay::wayland::dmabuf::get_dmabuf;
 
 use super::report::CommitPath;
-use super::surface::{ClientPoint, ReleaseSlot, SurfaceBooks};
-use super::wait::{self, WaitOn};
+use super::surface::{ClientPoint, QueuedCommit, ReleaseSlot, SurfaceBooks};
+use super::wait::{self, Held, WaitOn};
 use super::FenceBridgeHandler;
 use crate::bridge::plan::{self, Acquire, BufferKind, CommitInput, CommitPlan, Publish};
 use crate::bridge::producer_class::{ProducerClass, ProducerClassifier};
@@ -80,14 +80,28 @@ pub(crate) struct CommitRecord {
     /// The same fence on the compositor's own timeline, once asked for.
     pub handoff_point: Option<super::HandoffPoint>,
     release: ReleaseSlot,
+    /// The blocker holding the commit until its fence signals, if it waits.
+    blocker: Option<Barrier>,
     applied: bool,
+}
+
+impl CommitRecord {
+    /// Attaches nothing (the buffer stays).
+    fn keeps_buffer(&self) -> bool {
+        matches!(self.attachment, Attachment::Keep)
+    }
 }
 
 impl Drop for CommitRecord {
     fn drop(&mut self) {
-        // Replaced while still queued, or dropped with a dead surface: nothing read it.
+        // Replaced while still queued (merged away), or dropped with a dead surface: nothing
+        // will read it, so its release point is due and its fence need not be waited for (the
+        // blocker would otherwise hold the commit it was merged into).
         if !self.applied {
             self.release.discharge_unapplied();
+            if let Some(blocker) = &self.blocker {
+                blocker.signal();
+            }
         }
     }
 }
@@ -103,9 +117,13 @@ impl Cacheable for CommitSlot {
     }
 
     fn merge_into(self, into: &mut Self, _dh: &DisplayHandle) {
-        if self.0.is_some() {
-            into.0 = self.0;
+        let Some(record) = self.0 else { return };
+        // A commit that attaches nothing does not supersede one still queued: smithay keeps
+        // that one's buffer in the merged state, so its record (wait, release point) stays.
+        if record.keeps_buffer() && into.0.as_ref().is_some_and(|r| !r.applied) {
+            return;
         }
+        into.0 = Some(record);
     }
 }
 
@@ -120,6 +138,11 @@ pub(crate) fn pre_commit<D: FenceBridgeHandler>(
     };
     let started = Instant::now();
     super::release::wake_for_reads(state);
+    // What earlier commits merged away left behind leaves the books now.
+    wait::drop_merged(state, surface);
+    // From now on, the commits of synchronised subsurfaces below go into a new transaction.
+    handed_over_descendants(surface);
+    let sync_subsurface = compositor::is_sync_subsurface(surface);
     let gathered = compositor::with_states(surface, |states| {
         let attachment = match states
             .cached_state
@@ -214,6 +237,7 @@ pub(crate) fn pre_commit<D: FenceBridgeHandler>(
         acquire_point: acquire,
         handoff_point: None,
         release: ReleaseSlot::new(release),
+        blocker: None,
         applied: false,
     };
 
@@ -259,17 +283,27 @@ pub(crate) fn pre_commit<D: FenceBridgeHandler>(
                 record.acquire_fence = Some(fence.clone());
                 // The export just polled it pending; if it signalled since, the source fires
                 // at once (no second poll here).
-                if wait::hold(state, dh, surface, started, WaitOn::Snapshot(fence)) {
-                    CommitPath::ImplicitWaited
-                } else {
-                    CommitPath::ImplicitUnwaited
+                match wait::hold(state, dh, surface, started, WaitOn::Snapshot(fence)) {
+                    Held::Waiting(blocker) => {
+                        record.blocker = Some(blocker);
+                        CommitPath::ImplicitWaited
+                    }
+                    Held::Failed => CommitPath::ImplicitUnwaited,
+                    Held::Refused => return,
                 }
             }
             None => CommitPath::ImplicitUnwaited,
         },
         Acquire::WaitAcquirePoint(_) => match record.acquire_point.clone() {
             Some(point) if !acquire_ready => {
-                hold_for_point(state, dh, surface, started, point, publish_later)
+                match hold_for_point(state, dh, surface, started, point, publish_later) {
+                    Held::Waiting(blocker) => {
+                        record.blocker = Some(blocker);
+                        CommitPath::ExplicitWaited
+                    }
+                    Held::Failed => CommitPath::ExplicitReady,
+                    Held::Refused => return,
+                }
             }
             _ => CommitPath::ExplicitReady,
         },
@@ -286,13 +320,56 @@ pub(crate) fn pre_commit<D: FenceBridgeHandler>(
         .count(path);
 
     let unapplied = record.release.clone();
-    compositor::with_states(surface, |states| {
-        states.cached_state.get::<CommitSlot>().pending().0 = Some(record);
-        if let Some(mut books) = SurfaceBooks::of(states) {
-            books.unapplied.push(unapplied);
-            books.classifier = classifier;
-        }
+    let queued = sync_subsurface.then(|| QueuedCommit {
+        epoch: 0,
+        release: record.release.clone(),
+        blocker: record.blocker.clone(),
     });
+    let supersedes = !record.keeps_buffer();
+    let superseded = compositor::with_states(surface, |states| {
+        states.cached_state.get::<CommitSlot>().pending().0 = Some(record);
+        let mut books = SurfaceBooks::of(states)?;
+        let epoch = books.epoch;
+        let last = std::mem::replace(
+            &mut books.queued,
+            queued.map(|q| QueuedCommit { epoch, ..q }),
+        );
+        // Slots whose commit was merged away (and so discharged) leave; one with no release
+        // point never enters.
+        books.unapplied.retain(ReleaseSlot::is_owed);
+        books.classifier = classifier;
+        if unapplied.is_owed() {
+            books.unapplied.push(unapplied);
+        }
+        last.filter(|last| sync_subsurface && supersedes && last.epoch == epoch)
+    });
+    if let Some(merged_away) = superseded {
+        // Its buffer will never be shown: what it owes is due now, and its fence need not hold
+        // the transaction.
+        merged_away.release.discharge_unapplied();
+        if let Some(blocker) = merged_away.blocker {
+            blocker.signal();
+        }
+        wait::drop_merged(state, surface);
+    }
+}
+
+/// `surface` commits: the pending transactions of the synchronised subsurfaces below it are
+/// handed to its own, so their later commits can no longer supersede the earlier ones.
+fn handed_over_descendants(surface: &WlSurface) {
+    compositor::with_surface_tree_downward(
+        surface,
+        (),
+        |_, _, _| compositor::TraversalAction::DoChildren(()),
+        |below, states, _| {
+            if below != surface {
+                if let Some(mut books) = SurfaceBooks::of(states) {
+                    books.epoch += 1;
+                }
+            }
+        },
+        |_, _, _| true,
+    );
 }
 
 /// Snapshots an implicit dma-buf if the plan needs it, classifies the surface's producer (in
@@ -366,7 +443,7 @@ fn hold_for_point<D: FenceBridgeHandler>(
     started: Instant,
     point: ClientPoint,
     publish: Option<Dmabuf>,
-) -> CommitPath {
+) -> Held {
     let method = state.fencebridge_state().config.point_wait;
     let value = point.point.value;
     match TimelinePointSource::new(&point.timeline, value, WaitFor::Signalled, method) {
@@ -377,18 +454,14 @@ fn hold_for_point<D: FenceBridgeHandler>(
                 point: value,
                 publish,
             };
-            if wait::hold(state, dh, surface, started, on) {
-                CommitPath::ExplicitWaited
-            } else {
-                CommitPath::ExplicitReady
-            }
+            wait::hold(state, dh, surface, started, on)
         }
         Err(e) => {
             tracing::warn!(
                 "fencebridge: cannot wait for {}: {e}; applying at once",
                 point.point
             );
-            CommitPath::ExplicitReady
+            Held::Failed
         }
     }
 }
@@ -406,7 +479,9 @@ pub(crate) fn post_commit<D: FenceBridgeHandler>(
         let record = slot.current().0.as_mut().filter(|r| !r.applied)?;
         record.applied = true;
         let mut books = SurfaceBooks::of(states)?;
-        books.unapplied.retain(|s| !s.same(&record.release));
+        books
+            .unapplied
+            .retain(|s| s.is_owed() && !s.same(&record.release));
         if let Some(point) = record.release.take() {
             books.owe_release_point(point);
         }

@@ -8,9 +8,12 @@
 //!   blocker until that snapshot signals. A fence added after the commit (the client's next
 //!   frame) does not delay it; nothing pending means no blocker and no event source at all.
 //! - **Explicit clients** (linux-drm-syncobj-v1): the commit is held until its acquire point
-//!   signals (`SYNCOBJ_EVENTFD`, or a waiter thread where the kernel lacks it), and the acquire
-//!   fence is put on the dma-buf as a write fence, so implicit readers (capture, a second GPU,
-//!   KMS without `IN_FENCE_FD`, V4L2 encoders) wait for it too.
+//!   signals (`SYNCOBJ_EVENTFD`, or the device's one waiter thread where the kernel lacks it),
+//!   and the acquire fence is put on the dma-buf as a write fence, so implicit readers
+//!   (capture, a second GPU, KMS without `IN_FENCE_FD`, V4L2 encoders) wait for it too.
+//! - **Bounded**: at most [`Config::max_pending_waits_per_client`] commits of a client wait at
+//!   once (past it the client is disconnected with a message naming the limit); commits of a
+//!   synchronised subsurface that a later one supersedes leave the books at once.
 //! - **An explicit fence for every applied commit** ([`acquire_fence`],
 //!   [`acquire_timeline_point`]) for a KMS plane, a capture path or a Vulkan renderer.
 //! - **The renderer's read fences on the client's dma-bufs** ([`FenceBridgeState::surface_read`]):
@@ -128,7 +131,7 @@ mod wait;
 pub use handoff::{acquire_fence, acquire_timeline_point, publish_compositor_write, HandoffPoint};
 pub use release::surface_read;
 pub use report::{ClientReport, CommitPath, NonFencingSurface, OverdueWait, WaitStats};
-pub use surface::track_surface;
+pub use surface::{surface_holdings, track_surface, SurfaceHoldings};
 pub use syncobj::{SyncobjGlobalData, SyncobjSurfaceData, TimelineData};
 
 /// The crates [`delegate_fencebridge!`](crate::delegate_fencebridge) names, as smithay sees
@@ -150,6 +153,9 @@ pub enum OverduePolicy {
     ShowAnyway,
 }
 
+/// [`Config::max_pending_waits_per_client`] by default.
+pub const DEFAULT_MAX_PENDING_WAITS_PER_CLIENT: usize = 256;
+
 /// How the bridge behaves. `Config::default()` is what a desktop compositor wants.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -165,6 +171,13 @@ pub struct Config {
     /// Timelines one client may hold at once; more are refused with `invalid_timeline`, so a
     /// client cannot exhaust the compositor's file descriptors.
     pub max_timelines_per_client: usize,
+    /// Commits one client may have waiting for their fences at once (over all its surfaces).
+    /// The commit past it is never shown and the client is disconnected with a
+    /// `wl_display.error` `no_memory` naming this limit: a client whose fences never signal
+    /// cannot grow the compositor's fds, memory and wait sources without bound. A real client
+    /// has two or three frames in flight per surface; the default, 256, leaves room for about
+    /// a hundred busy surfaces.
+    pub max_pending_waits_per_client: usize,
     /// Offer linux-drm-syncobj-v1 (where the kernel's timelines can be waited on).
     pub explicit_sync: bool,
     /// How acquire points are waited for (`Auto`: `SYNCOBJ_EVENTFD` where the kernel has it).
@@ -194,6 +207,7 @@ impl Default for Config {
             overdue: OverduePolicy::KeepWaiting,
             non_fencing_after: crate::bridge::producer_class::DEFAULT_NON_FENCING_AFTER,
             max_timelines_per_client: 128,
+            max_pending_waits_per_client: DEFAULT_MAX_PENDING_WAITS_PER_CLIENT,
             explicit_sync: true,
             point_wait: WaitMethod::Auto,
             syncobj_device: None,
@@ -262,6 +276,8 @@ pub const KEPT_GONE_CLIENTS: usize = 64;
 pub(crate) struct ClientBooks {
     pub report: ClientReport,
     pub timelines: usize,
+    /// Commits of this client waiting for their fence now (each wait holds one count).
+    pub pending_waits: wait::PendingWaits,
 }
 
 impl FenceBridgeState {
@@ -379,6 +395,7 @@ impl FenceBridgeState {
             .or_insert_with(|| ClientBooks {
                 report: ClientReport::new(client.get_credentials(dh).ok().map(|c| c.pid)),
                 timelines: 0,
+                pending_waits: wait::PendingWaits::default(),
             })
     }
 }

@@ -36,6 +36,29 @@ pub fn track_surface<D: FenceBridgeHandler>(surface: &WlSurface) {
     }
 }
 
+/// What the bridge holds for one surface now (see [`surface_holdings`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SurfaceHoldings {
+    /// Commits waiting for their fence.
+    pub waits: usize,
+    /// Commits not applied yet that still owe a release point.
+    pub unapplied_release_points: usize,
+    /// Release points of applied commits, not signalled yet.
+    pub owed_release_points: usize,
+}
+
+/// What the bridge holds for `surface` (`None` if it is not tracked): for diagnostics and leak
+/// checks. Each count is bounded by the surface's commits in flight, however long it lives and
+/// however often it commits (a synchronised subsurface's commits that smithay merges away
+/// leave at once). Do not call it inside `with_states`.
+pub fn surface_holdings(surface: &WlSurface) -> Option<SurfaceHoldings> {
+    SurfaceBooks::with(surface, |books| SurfaceHoldings {
+        waits: books.waits.len(),
+        unapplied_release_points: books.unapplied.len(),
+        owed_release_points: books.release_points.len(),
+    })
+}
+
 /// An acquire point on a client timeline, with the timeline itself.
 #[derive(Debug, Clone)]
 pub(crate) struct ClientPoint {
@@ -57,6 +80,14 @@ impl ReleaseSlot {
 
     pub fn take(&self) -> Option<ReleasePoint> {
         self.0.lock().unwrap_or_else(PoisonError::into_inner).take()
+    }
+
+    /// Whether it still holds a point nobody took.
+    pub fn is_owed(&self) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_some()
     }
 
     pub fn same(&self, other: &ReleaseSlot) -> bool {
@@ -115,6 +146,21 @@ pub(crate) struct SurfaceBooks {
     /// first snapshot). Per surface, because one client often has two producers: a GPU
     /// interface and a video decoder's frames on a subsurface.
     pub classifier: Option<ProducerClassifier>,
+    /// Bumped when an ancestor commits: from then on this surface's commits go into a new
+    /// transaction (see [`QueuedCommit`]).
+    pub epoch: u64,
+    /// The last commit, if it was made as a synchronised subsurface's.
+    pub queued: Option<QueuedCommit>,
+}
+
+/// A synchronised subsurface's commit, still in its pending transaction. smithay applies such
+/// commits together when the parent commits, each merged into the next: one superseded by a
+/// later buffer in the same transaction (no ancestor commit in between) is never shown.
+#[derive(Debug)]
+pub(crate) struct QueuedCommit {
+    pub epoch: u64,
+    pub release: ReleaseSlot,
+    pub blocker: Option<smithay::wayland::compositor::Barrier>,
 }
 
 impl SurfaceBooks {

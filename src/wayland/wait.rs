@@ -3,14 +3,17 @@
 //! smithay applies the commit; past the deadline the wait is diagnosed and kept or given up.
 //! Nothing here blocks: every wait is an event source.
 
+use std::ffi::CString;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
 use smithay::backend::allocator::dmabuf::Dmabuf;
 use smithay::reexports::calloop::timer::{TimeoutAction, Timer};
 use smithay::reexports::calloop::RegistrationToken;
+use smithay::reexports::wayland_server::backend::protocol::ProtocolError;
 use smithay::reexports::wayland_server::protocol::wl_surface::WlSurface;
-use smithay::reexports::wayland_server::{DisplayHandle, Resource};
+use smithay::reexports::wayland_server::{Client, DisplayHandle, Resource};
 use smithay::wayland::compositor::{self, Barrier};
 
 use super::report::OverdueWait;
@@ -67,18 +70,70 @@ pub(crate) struct WaitEntry {
     deadline: Option<RegistrationToken>,
     awaited: Awaited,
     overdue_reported: bool,
+    _counted: CountedWait,
+}
+
+/// How many commits of one client wait for their fence now: each [`WaitEntry`] holds one count
+/// and gives it back when dropped, however its wait ends.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct PendingWaits(Arc<AtomicUsize>);
+
+#[derive(Debug)]
+struct CountedWait(Arc<AtomicUsize>);
+
+impl PendingWaits {
+    pub fn now(&self) -> usize {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    fn count(&self) -> CountedWait {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        CountedWait(self.0.clone())
+    }
+}
+
+impl Drop for CountedWait {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// What [`hold`] did with a commit.
+pub(crate) enum Held {
+    /// Held until its fence signals by this blocker.
+    Waiting(Barrier),
+    /// The wait could not be set up: the commit applies at once.
+    Failed,
+    /// The client is past [`super::Config::max_pending_waits_per_client`]: it is disconnected
+    /// and the commit is never shown.
+    Refused,
 }
 
 /// Holds the commit being processed (call it from a pre-commit hook, outside `with_states`)
-/// until `on` signals. Returns false if the wait could not be set up (the commit then applies
-/// at once).
+/// until `on` signals.
 pub(crate) fn hold<D: FenceBridgeHandler>(
     state: &mut D,
     dh: &DisplayHandle,
     surface: &WlSurface,
     started: Instant,
     on: WaitOn,
-) -> bool {
+) -> Held {
+    let Some(client) = surface.client() else {
+        return Held::Failed;
+    };
+    let limit = state
+        .fencebridge_state()
+        .config
+        .max_pending_waits_per_client;
+    let pending = state
+        .fencebridge_state()
+        .client_books(&client)
+        .pending_waits
+        .clone();
+    if pending.now() >= limit {
+        refuse(state, dh, surface, &client, limit);
+        return Held::Refused;
+    }
     let handle = state.loop_handle();
     let id = state.fencebridge_state().next_id();
     let barrier = Barrier::new(false);
@@ -115,7 +170,7 @@ pub(crate) fn hold<D: FenceBridgeHandler>(
         Ok(token) => token,
         Err(e) => {
             tracing::error!("fencebridge: could not insert a fence wait into the loop: {e}");
-            return false;
+            return Held::Failed;
         }
     };
     let deadline = state.fencebridge_state().config.wait_deadline;
@@ -138,15 +193,80 @@ pub(crate) fn hold<D: FenceBridgeHandler>(
     SurfaceBooks::with(surface, |books| {
         books.waits.push(WaitEntry {
             id,
-            barrier,
+            barrier: barrier.clone(),
             started,
             fence_source,
             deadline,
             awaited,
             overdue_reported: false,
+            _counted: pending.count(),
         })
     });
-    true
+    Held::Waiting(barrier)
+}
+
+/// Disconnects a client past its limit of pending waits, and blocks the commit for good (the
+/// client's surfaces die with it). The error is `wl_display.error` `no_memory`: no protocol
+/// has an error for "too many commits waiting" (linux-drm-syncobj-v1's are about points and
+/// buffers, wl_surface's about scale, transform, size and offset), an implicit client has no
+/// syncobj object to raise one on, and `no_memory` is the core protocol's answer to a client
+/// the server will not hold more for (libwayland's `wl_client_post_no_memory`). The message
+/// names the limit.
+fn refuse<D: FenceBridgeHandler>(
+    state: &mut D,
+    dh: &DisplayHandle,
+    surface: &WlSurface,
+    client: &Client,
+    limit: usize,
+) {
+    let message = format!(
+        "{} committed while {limit} of the client's commits were waiting for their fences, the \
+         compositor's limit (fencebridge max_pending_waits_per_client)",
+        surface.id()
+    );
+    tracing::warn!("fencebridge: {message}; disconnecting the client");
+    let report = &mut state.fencebridge_state().client_books(client).report;
+    report.note_protocol_error(format!("no_memory: {message}"));
+    compositor::add_blocker(surface, Barrier::new(false));
+    const WL_DISPLAY_ERROR_NO_MEMORY: u32 = 2;
+    let backend = dh.backend_handle();
+    let display = backend.object_for_protocol_id(
+        client.id(),
+        &smithay::reexports::wayland_server::protocol::__interfaces::WL_DISPLAY_INTERFACE,
+        1,
+    );
+    match (display, CString::new(message.clone())) {
+        (Ok(display), Ok(text)) => backend.post_error(display, WL_DISPLAY_ERROR_NO_MEMORY, text),
+        _ => client.kill(
+            dh,
+            ProtocolError {
+                code: WL_DISPLAY_ERROR_NO_MEMORY,
+                object_id: 1,
+                object_interface: "wl_display".to_owned(),
+                message,
+            },
+        ),
+    }
+}
+
+/// Lets go of the waits of `surface`'s commits that smithay merged away (a synchronised
+/// subsurface committed again before its parent did): their commit dropped its record and with
+/// it released their blocker, so only the fence source is left to remove. The deadline timer
+/// runs out by itself (see [`finish`]).
+pub(crate) fn drop_merged<D: FenceBridgeHandler>(state: &mut D, surface: &WlSurface) {
+    let Some(merged) = SurfaceBooks::with(surface, |books| {
+        let (merged, waiting): (Vec<WaitEntry>, Vec<WaitEntry>) = std::mem::take(&mut books.waits)
+            .into_iter()
+            .partition(|w| w.barrier.is_signaled());
+        books.waits = waiting;
+        merged
+    }) else {
+        return;
+    };
+    let handle = state.loop_handle();
+    for wait in merged {
+        handle.remove(wait.fence_source);
+    }
 }
 
 /// Puts an acquire point's fence on the dma-buf as a write fence, so implicit readers wait for

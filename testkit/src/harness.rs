@@ -325,6 +325,9 @@ pub struct TestClient {
     pub shm: Option<wl_shm::WlShm>,
     /// The linux-drm-syncobj-v1 manager, if the compositor offers it.
     pub syncobj: Option<WpLinuxDrmSyncobjManagerV1>,
+    /// The protocol error, kept once read: wayland-client replaces it with the I/O error of
+    /// the next write to the dead connection.
+    error: Option<(String, u32)>,
 }
 
 /// The fourcc of XRGB8888.
@@ -412,13 +415,15 @@ impl TestClient {
 
     /// The protocol error the compositor killed this client with: (interface, code).
     pub fn protocol_error(&self) -> Option<(String, u32)> {
-        self.conn
-            .protocol_error()
-            .map(|e| (e.object_interface, e.code))
+        self.error.clone().or_else(|| {
+            self.conn
+                .protocol_error()
+                .map(|e| (e.object_interface, e.code))
+        })
     }
 
     /// Binds the global `interface` at `version`, if advertised.
-    fn bind<I>(&self, version: u32) -> Option<I>
+    pub fn bind<I>(&self, version: u32) -> Option<I>
     where
         I: wayland_client::Proxy + 'static,
         ClientSide: Dispatch<I, ()>,
@@ -437,6 +442,7 @@ impl TestClient {
         if let Some(guard) = self.queue.prepare_read() {
             let _ = guard.read();
         }
+        self.error = self.protocol_error();
         let _ = self.queue.dispatch_pending(&mut self.side);
     }
 }
@@ -523,6 +529,7 @@ impl Harness {
             dmabuf: None,
             shm: None,
             syncobj: None,
+            error: None,
         };
         self.roundtrip(&mut client);
         client.compositor = client.bind(5);
@@ -551,7 +558,7 @@ impl Harness {
         let target = client.side.syncs_done + 1;
         client.conn.display().sync(&client.qh, ());
         let end = Instant::now() + Duration::from_secs(5);
-        while client.side.syncs_done < target && client.conn.protocol_error().is_none() {
+        while client.side.syncs_done < target && client.protocol_error().is_none() {
             assert!(Instant::now() < end, "roundtrip timed out");
             client.pump();
             self.turn(Duration::ZERO);

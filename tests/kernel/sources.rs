@@ -154,22 +154,47 @@ fn an_already_signalled_point_takes_the_fast_path() {
 }
 
 #[test]
-fn a_dropped_waiter_thread_lets_go_of_everything() {
-    let Some(device) = timeline_device("a_dropped_waiter_thread_lets_go_of_everything") else {
+fn a_cancelled_fallback_wait_lets_go_of_everything() {
+    let Some(device) = timeline_device("a_cancelled_fallback_wait_lets_go_of_everything") else {
         return;
     };
-    let timeline = device.create_timeline().unwrap();
     let (fds, handles) = (open_fds(), device.live_handles());
-    let wait = PointWait::new(&timeline, 9, WaitFor::Signalled, WaitMethod::WaiterThread).unwrap();
-    assert!(device.live_handles() > handles);
-    drop(wait);
-    let end = Instant::now() + WAKE;
-    while device.live_handles() != handles && Instant::now() < end {
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    let timeline = device.create_timeline().unwrap();
+    let wait = |point| {
+        PointWait::new(
+            &timeline,
+            point,
+            WaitFor::Signalled,
+            WaitMethod::WaiterThread,
+        )
+    };
+    // The first fallback wait starts the device's waiter, which keeps an fd of its own and a
+    // wake timeline for the device's life; a wait itself holds one fd (its channel).
+    drop(wait(9).unwrap());
+    let (waiter_fds, waiter_handles) = (open_fds(), device.live_handles());
+    assert_eq!(
+        (waiter_fds, waiter_handles),
+        (fds + 1, handles + 2),
+        "the waiter's fd and wake timeline, and the timeline"
+    );
+    let pending: Vec<_> = (10..20).map(|p| wait(p).unwrap()).collect();
+    assert_eq!(
+        open_fds(),
+        waiter_fds + pending.len(),
+        "one fd per pending wait"
+    );
+    assert_eq!(device.live_handles(), waiter_handles, "no handle per wait");
+    drop(pending);
     assert_eq!(
         (open_fds(), device.live_handles()),
-        (fds, handles),
-        "cancelled thread cleaned up"
+        (waiter_fds, waiter_handles),
+        "cancelled at once"
     );
+    // The waiter ends with its device.
+    drop((timeline, device));
+    let end = Instant::now() + WAKE;
+    while open_fds() != fds && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(open_fds(), fds, "the waiter let go of its fd");
 }

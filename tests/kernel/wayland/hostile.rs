@@ -44,7 +44,7 @@ impl Arena {
         Arena::with(Config::default())
     }
 
-    fn with(config: Config) -> Arena {
+    pub fn with(config: Config) -> Arena {
         let mut h = Harness::new(config);
         let vgem = vgem();
         let bystander = h.connect();
@@ -86,6 +86,12 @@ impl Arena {
                 .run_until(&mut [&mut self.bystander], WAKE, applied(&k, n + 1)),
             "the bystander's frame was held up"
         );
+    }
+
+    /// The compositor's syncobj device started its waiter thread (the first wait through the
+    /// fallback), which keeps one fd of its own for the device's life.
+    pub fn waiter_started(&mut self) {
+        self.fds += 1;
     }
 
     /// With the hostile client gone: the bystander still gets its frames, and the compositor

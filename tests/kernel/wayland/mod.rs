@@ -3,6 +3,7 @@
 
 use fencebridge_testkit::harness;
 
+mod bounded;
 mod device;
 mod explicit;
 mod fuzz;
