@@ -158,6 +158,11 @@ fn a_cancelled_fallback_wait_lets_go_of_everything() {
     let Some(device) = timeline_device("a_cancelled_fallback_wait_lets_go_of_everything") else {
         return;
     };
+    // Earlier tests' waiter threads end (closing their fds) as their devices go.
+    let end = Instant::now() + WAKE;
+    while waiter_threads() > 0 && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(5));
+    }
     let (fds, handles) = (open_fds(), device.live_handles());
     let timeline = device.create_timeline().unwrap();
     let wait = |point| {
@@ -197,4 +202,13 @@ fn a_cancelled_fallback_wait_lets_go_of_everything() {
         std::thread::sleep(Duration::from_millis(5));
     }
     assert_eq!(open_fds(), fds, "the waiter let go of its fd");
+}
+
+/// Waiter threads (`fencebridge-waiter`) in this process.
+fn waiter_threads() -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .expect("/proc is mounted")
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+        .filter(|name| name.starts_with("fencebridge-"))
+        .count()
 }

@@ -89,9 +89,11 @@ impl Arena {
     }
 
     /// The compositor's syncobj device started its waiter thread (the first wait through the
-    /// fallback), which keeps one fd of its own for the device's life.
+    /// fallback), which keeps one fd and one syncobj handle (its wake timeline) of its own for
+    /// the device's life.
     pub fn waiter_started(&mut self) {
         self.fds += 1;
+        self.handles = self.handles.map(|h| h + 1);
     }
 
     /// With the hostile client gone: the bystander still gets its frames, and the compositor
