@@ -8,22 +8,17 @@ use std::time::{Duration, Instant};
 use fencebridge::source::WaitMethod;
 use fencebridge::timeline::{SyncobjDevice, Timeline};
 use fencebridge::wayland::{self, Config};
-use wayland_client::delegate_noop;
-use wayland_client::protocol::{wl_subcompositor::WlSubcompositor, wl_subsurface::WlSubsurface};
 use wayland_protocols::wp::linux_drm_syncobj::v1::client::{
     wp_linux_drm_syncobj_surface_v1::WpLinuxDrmSyncobjSurfaceV1,
     wp_linux_drm_syncobj_timeline_v1::WpLinuxDrmSyncobjTimelineV1,
 };
 
-use super::harness::{hi_lo, ClientSide, Harness, TestClient};
+use super::harness::{hi_lo, Harness, TestClient};
 use super::hostile::Arena;
 use super::{applied, key};
 use crate::support::{
     expected_timeline_device, kernel, open_fds, timeline_device, vgem, Rng, QUIET, WAKE,
 };
-
-delegate_noop!(ClientSide: ignore WlSubcompositor);
-delegate_noop!(ClientSide: ignore WlSubsurface);
 
 /// Threads of this process.
 fn threads() -> isize {
@@ -350,7 +345,7 @@ fn merged_subsurface_commits_leave_the_books() {
         ..Config::default()
     });
     let mut c = arena.h.connect();
-    let subcompositor: WlSubcompositor = c.bind(1).expect("wl_subcompositor is offered");
+    let subcompositor = c.subcompositor.clone().expect("wl_subcompositor is offered");
     let parent = c.surface();
     let child = c.surface();
     let _sub = subcompositor.get_subsurface(&child, &parent, &c.qh, ()); // synchronised
