@@ -130,17 +130,23 @@ impl SharedTimeline {
     /// Commits a new buffer on `s` with release point `release` on the shared timeline and an
     /// acquire point already signalled: it applies at once.
     fn show(&mut self, s: &Surface, release: u64) {
+        let before = self.h.applied(self.c.as_ref().unwrap(), &s.wl);
+        self.commit_ready(s, release);
+        self.roundtrip();
+        let c = self.c.as_ref().unwrap();
+        assert_eq!(self.h.applied(c, &s.wl), before + 1, "applied at once");
+    }
+
+    /// Commits a new buffer on `s` with release point `release` on the shared timeline and an
+    /// acquire point already signalled.
+    fn commit_ready(&mut self, s: &Surface, release: u64) {
         self.next_acquire += 1;
         self.acquires.signal(self.next_acquire).unwrap();
         let (hi, lo) = hi_lo(self.next_acquire);
         s.sync.set_acquire_point(&self.wl_acquires, hi, lo);
         self.set_release(s, release);
         let buffer = self.buffer();
-        let before = self.h.applied(self.c.as_ref().unwrap(), &s.wl);
         self.c().commit(&s.wl, Some(&buffer));
-        self.roundtrip();
-        let c = self.c.as_ref().unwrap();
-        assert_eq!(self.h.applied(c, &s.wl), before + 1, "applied at once");
     }
 
     /// Commits a new buffer on `s` with release point `release`, whose acquire point never
@@ -307,6 +313,40 @@ fn timeline_release_never_overtakes_an_owed_point() {
     drop(t.c.take()); // the socket closes, as when the client is SIGKILLed
     t.still_owed(&owed, "the client was killed");
     t.read_ends(owed, 6);
+}
+
+/// A synchronised subsurface's commit superseded by the next one before its parent commits is
+/// never shown, so its release point is due at once (and leaves the books at once) — in its
+/// timeline's order all the same: never before a lower point still owed to a read.
+#[test]
+fn merged_subsurface_commit_never_overtakes_an_owed_point() {
+    kernel();
+    let Some(device) = timeline_device("merged_subsurface_commit_never_overtakes_an_owed_point")
+    else {
+        return;
+    };
+    let mut t = SharedTimeline::new(&device, "synchronised subsurface commit merged away");
+    let shown = t.surface();
+    let owed = t.shown_and_read(&shown, 2);
+    let (parent, child) = (t.surface(), t.surface());
+    let c = t.c();
+    let subcompositor = c.subcompositor.as_ref().expect("wl_subcompositor is offered");
+    let _synchronised = subcompositor.get_subsurface(&child.wl, &parent.wl, &c.qh, ());
+    t.commit_ready(&child, 4);
+    t.commit_ready(&child, 6); // the commit at 4 is merged away: nothing will show it
+    t.roundtrip();
+    t.still_owed(&owed, "a synchronised subsurface's commit at 4 was merged away");
+    assert!(
+        !t.releases.is_signalled(4).unwrap(),
+        "point 4 is held back behind the owed point 2"
+    );
+    t.show(&shown, 8); // point 2's buffer replaced: it is due after its read
+    t.still_owed(&owed, "point 2's own buffer was replaced");
+    t.read_ends(owed, 4);
+    assert!(
+        !t.releases.is_signalled(6).unwrap(),
+        "6 waits in the subsurface's transaction"
+    );
 }
 
 /// An explicit client with a timeline per buffer (as Vulkan WSI has).
