@@ -104,7 +104,6 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use smithay::reexports::calloop::ping::Ping;
 use smithay::reexports::calloop::LoopHandle;
 use smithay::reexports::wayland_server::backend::{ClientId, GlobalId};
 use smithay::reexports::wayland_server::protocol::wl_surface::WlSurface;
@@ -265,7 +264,7 @@ pub struct FenceBridgeState {
     /// Reads reported and not booked yet (see [`FenceBridgeState::surface_read`]).
     pub(crate) reads: Vec<release::QueuedRead>,
     /// Wakes the loop to book them.
-    pub(crate) read_wake: Option<Ping>,
+    pub(crate) read_wake: Option<release::LoopWake>,
 }
 
 /// How many disconnected clients' reports the bridge keeps, at least.
@@ -327,7 +326,7 @@ impl FenceBridgeState {
             next_id: 0,
             late_signals: release::LateSignals::new(),
             reads: Vec::new(),
-            read_wake: None,
+            read_wake: release::LoopWake::new("reported reads (they wait for a commit)"),
             caps,
         }
     }

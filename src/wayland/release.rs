@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use smithay::backend::renderer::utils::{Buffer as RendererBuffer, RendererSurfaceStateUserData};
 use smithay::reexports::calloop::ping::{make_ping, Ping, PingSource};
+use smithay::reexports::calloop::{self, LoopHandle};
 use smithay::reexports::wayland_server::protocol::wl_surface::WlSurface;
 use smithay::reexports::wayland_server::{Client, Resource};
 use smithay::wayland::compositor;
@@ -68,7 +69,7 @@ impl FenceBridgeState {
     pub fn surface_read(&mut self, surface: &WlSurface, read: Option<SyncFile>) {
         if self.reads.is_empty() {
             if let Some(wake) = &self.read_wake {
-                wake.ping();
+                wake.ping.ping();
             }
         }
         self.reads.push(QueuedRead {
@@ -87,34 +88,15 @@ pub fn surface_read<D: FenceBridgeHandler>(
     state.fencebridge_state().surface_read(surface, read);
 }
 
-/// Makes the loop book reported reads at its next turn (once per compositor; from a hook,
-/// where the loop is at hand).
+/// Makes the loop book reported reads whenever [`FenceBridgeState::surface_read`] pings (from
+/// the first hook on, where the loop is at hand; reads reported before wait for it).
 pub(crate) fn wake_for_reads<D: FenceBridgeHandler>(state: &mut D) {
-    if state.fencebridge_state().read_wake.is_some() {
+    let handle = state.loop_handle();
+    let Some(wake) = state.fencebridge_state().read_wake.as_mut() else {
         return;
-    }
-    let (wake, woken) = match make_ping() {
-        Ok(ping) => ping,
-        Err(e) => {
-            tracing::error!("fencebridge: no ping for reads ({e}): they wait for a commit");
-            return;
-        }
     };
-    let inserted = state
-        .loop_handle()
-        .insert_source(woken, |(), &mut (), state| book_reads(state));
-    match inserted {
-        Ok(_) => {
-            let bridge = state.fencebridge_state();
-            if !bridge.reads.is_empty() {
-                wake.ping();
-            }
-            bridge.read_wake = Some(wake);
-        }
-        Err(e) => tracing::error!(
-            "fencebridge: cannot wake the loop for reads ({}): they wait for a commit",
-            e.error
-        ),
+    if let Err(e) = wake.listen(&handle, book_reads) {
+        tracing::error!("fencebridge: cannot wake the loop for reads ({e}): they wait for a commit");
     }
 }
 
@@ -455,51 +437,84 @@ impl LateQueue {
     }
 }
 
-/// The compositor's [`LateQueue`], made with its state (one eventfd for its whole life, not one
-/// per timeline); the loop starts listening when the first timeline is imported.
+/// A wake-up for the loop, made with the compositor's state so that its one eventfd lives as
+/// long as the state (not one per event, and none appearing later); the loop listens from the
+/// first hook that has it at hand ([`LoopWake::listen`]). A ping before that is kept.
+#[derive(Debug)]
+pub(crate) struct LoopWake {
+    pub ping: Ping,
+    /// Until the loop listens.
+    source: Option<PingSource>,
+}
+
+impl LoopWake {
+    /// `None` (logged) if there is no eventfd to be had; `what` is woken for.
+    pub fn new(what: &str) -> Option<LoopWake> {
+        match make_ping() {
+            Ok((ping, source)) => Some(LoopWake {
+                ping,
+                source: Some(source),
+            }),
+            Err(e) => {
+                tracing::error!("fencebridge: no wake-up for {what}: {e}");
+                None
+            }
+        }
+    }
+
+    /// Runs `woken` on the loop at every ping from now on (the first call; later ones do
+    /// nothing).
+    fn listen<D: FenceBridgeHandler>(
+        &mut self,
+        handle: &LoopHandle<'static, D>,
+        mut woken: impl FnMut(&mut D) + 'static,
+    ) -> std::result::Result<(), calloop::Error> {
+        let Some(source) = self.source.take() else {
+            return Ok(());
+        };
+        handle
+            .insert_source(source, move |(), &mut (), state| woken(state))
+            .map(drop)
+            .map_err(|e| e.error)
+    }
+}
+
+/// The compositor's [`LateQueue`] and its wake-up; the loop starts listening when the first
+/// timeline is imported.
 #[derive(Debug)]
 pub(crate) struct LateSignals {
     queue: LateQueue,
-    wake: Option<PingSource>,
+    wake: LoopWake,
 }
 
 impl LateSignals {
     pub fn new() -> Option<LateSignals> {
-        match make_ping() {
-            Ok((ping, wake)) => Some(LateSignals {
-                queue: LateQueue(Arc::new((Mutex::new(Vec::new()), ping))),
-                wake: Some(wake),
-            }),
-            Err(e) => {
-                tracing::error!(
-                    "fencebridge: no wake-up for late release points ({e}): a release point \
-                     whose read fences cannot be imported is signalled at once"
-                );
-                None
-            }
-        }
+        let wake = LoopWake::new(
+            "late release points (a release point whose read fences cannot be imported is \
+             signalled at once)",
+        )?;
+        Some(LateSignals {
+            queue: LateQueue(Arc::new((Mutex::new(Vec::new()), wake.ping.clone()))),
+            wake,
+        })
     }
 }
 
 /// The queue late release points go to, with the loop listening to it (from the first call).
 pub(crate) fn late_signals<D: FenceBridgeHandler>(state: &mut D) -> Option<LateQueue> {
+    let handle = state.loop_handle();
     let late = state.fencebridge_state().late_signals.as_mut()?;
     let queue = late.queue.clone();
-    if let Some(wake) = late.wake.take() {
-        let signals = queue.clone();
-        let inserted = state.loop_handle().insert_source(wake, move |_, _, state| {
-            for late in signals.take() {
-                late.wait(state);
-            }
-        });
-        if let Err(e) = inserted {
-            tracing::error!(
-                "fencebridge: cannot wait for late release points: {}",
-                e.error
-            );
-            state.fencebridge_state().late_signals = None;
-            return None;
+    let signals = queue.clone();
+    let listening = late.wake.listen(&handle, move |state| {
+        for late in signals.take() {
+            late.wait(state);
         }
+    });
+    if let Err(e) = listening {
+        tracing::error!("fencebridge: cannot wait for late release points: {e}");
+        state.fencebridge_state().late_signals = None;
+        return None;
     }
     Some(queue)
 }
