@@ -96,7 +96,9 @@ pub(crate) fn wake_for_reads<D: FenceBridgeHandler>(state: &mut D) {
         return;
     };
     if let Err(e) = wake.listen(&handle, book_reads) {
-        tracing::error!("fencebridge: cannot wake the loop for reads ({e}): they wait for a commit");
+        tracing::error!(
+            "fencebridge: cannot wake the loop for reads ({e}): they wait for a commit"
+        );
     }
 }
 

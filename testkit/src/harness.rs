@@ -14,7 +14,9 @@ use fencebridge::wayland::{self, Config, FenceBridgeHandler, FenceBridgeState, O
 use smithay::backend::allocator::{Format, Fourcc, Modifier};
 use smithay::backend::renderer::utils::on_commit_buffer_handler;
 use smithay::reexports::calloop::{EventLoop, Interest, LoopHandle};
-use smithay::reexports::wayland_server::backend::{ClientData, ClientId, DisconnectReason, ObjectId};
+use smithay::reexports::wayland_server::backend::{
+    ClientData, ClientId, DisconnectReason, ObjectId,
+};
 use smithay::reexports::wayland_server::protocol::{wl_buffer, wl_surface::WlSurface};
 use smithay::reexports::wayland_server::{Client, Display, DisplayHandle, Resource};
 use smithay::wayland::buffer::BufferHandler;

@@ -160,7 +160,10 @@ impl Capturer {
     }
 
     /// Waits for `ready` (or `failed`) to a copy asked for on `frame`; destroys the frame.
-    fn copied(client: &mut Client<Screencopy>, frame: ZwlrScreencopyFrameV1) -> Result<(), WlError> {
+    fn copied(
+        client: &mut Client<Screencopy>,
+        frame: ZwlrScreencopyFrameV1,
+    ) -> Result<(), WlError> {
         let answered = client.dispatch_until(ANSWER_TIMEOUT, |s| s.ext.ready || s.ext.failed);
         frame.destroy();
         if !answered? {

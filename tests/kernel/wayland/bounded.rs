@@ -345,7 +345,10 @@ fn merged_subsurface_commits_leave_the_books() {
         ..Config::default()
     });
     let mut c = arena.h.connect();
-    let subcompositor = c.subcompositor.clone().expect("wl_subcompositor is offered");
+    let subcompositor = c
+        .subcompositor
+        .clone()
+        .expect("wl_subcompositor is offered");
     let parent = c.surface();
     let child = c.surface();
     let _sub = subcompositor.get_subsurface(&child, &parent, &c.qh, ()); // synchronised

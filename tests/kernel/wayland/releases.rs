@@ -330,12 +330,18 @@ fn merged_subsurface_commit_never_overtakes_an_owed_point() {
     let owed = t.shown_and_read(&shown, 2);
     let (parent, child) = (t.surface(), t.surface());
     let c = t.c();
-    let subcompositor = c.subcompositor.as_ref().expect("wl_subcompositor is offered");
+    let subcompositor = c
+        .subcompositor
+        .as_ref()
+        .expect("wl_subcompositor is offered");
     let _synchronised = subcompositor.get_subsurface(&child.wl, &parent.wl, &c.qh, ());
     t.commit_ready(&child, 4);
     t.commit_ready(&child, 6); // the commit at 4 is merged away: nothing will show it
     t.roundtrip();
-    t.still_owed(&owed, "a synchronised subsurface's commit at 4 was merged away");
+    t.still_owed(
+        &owed,
+        "a synchronised subsurface's commit at 4 was merged away",
+    );
     assert!(
         !t.releases.is_signalled(4).unwrap(),
         "point 4 is held back behind the owed point 2"
