@@ -16,14 +16,18 @@ use crate::cmd;
 
 /// What booting the VM needs: qemu; a *static* busybox (it runs in the initramfs, where there
 /// is no libc); xz and zstd to decompress kernel modules (Debian ships `.ko.xz`, newer
-/// kernels may ship `.ko.zst`); strace, so a test can be traced inside the guest, which runs
-/// the host's own programs. dpkg-deb and apt-get come with every Debian system.
+/// kernels may ship `.ko.zst`) and the kernel's source tarball; strace, so a test can be traced
+/// inside the guest, which runs the host's own programs; make and the machine's gcc, which
+/// build the m2m test drivers for the kernels built with the same gcc (xtask/src/m2m.rs).
+/// dpkg-deb and apt-get come with every Debian system.
 pub const HOST_TOOLS: &[&str] = &[
     "qemu-system-x86",
     "busybox-static",
     "xz-utils",
     "zstd",
     "strace",
+    "make",
+    "gcc",
 ];
 
 /// Real Wayland clients the end-to-end tests and the demo run against the reference compositor
@@ -34,6 +38,16 @@ pub const HOST_TOOLS: &[&str] = &[
 pub const WAYLAND_CLIENTS: &[&str] = &[
     "weston",
     "grim",
+    "gstreamer1.0-tools",
+    "gstreamer1.0-plugins-base",
+    "gstreamer1.0-plugins-good",
+    "gstreamer1.0-plugins-bad",
+];
+
+/// GStreamer 1.x with its V4L2 elements (`v4l2fwhtenc`, `v4l2fwhtdec`, `v4l2convert`, in
+/// -good) and `waylandsink` (-bad): a real video pipeline the kernel tests run on the m2m
+/// drivers in the guest.
+pub const GSTREAMER: &[&str] = &[
     "gstreamer1.0-tools",
     "gstreamer1.0-plugins-base",
     "gstreamer1.0-plugins-good",
