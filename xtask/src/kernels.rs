@@ -123,7 +123,13 @@ impl Fetcher {
         };
         let root = unpack(&dir.join("root"), &debs)?;
         let mut kernel = locate(&root)?;
-        kernel.m2m = m2m::prepare(&self.archive, suite.name, &kernel.release, &self.cache);
+        kernel.m2m = m2m::prepare(
+            &self.archive,
+            suite.name,
+            &kernel.release,
+            &debs,
+            &self.cache,
+        );
         Ok(kernel)
     }
 

@@ -93,12 +93,19 @@ impl M2m {
     }
 }
 
-/// The m2m drivers for the kernel `release` of `suite`, from the cache or built into it.
+/// The m2m drivers for the kernel `release` of `suite` (unpacked from `kernel_debs`), from the
+/// cache or built into it.
 /// Prints a line when it builds, or when the kernel can have none; a failure is returned.
-pub fn prepare(archive: &Archive, suite: &str, release: &str, cache: &Path) -> M2m {
+pub fn prepare(
+    archive: &Archive,
+    suite: &str,
+    release: &str,
+    kernel_debs: &[PathBuf],
+    cache: &Path,
+) -> M2m {
     let dir = cache.join("m2m").join(release);
     let started = Instant::now();
-    match build(archive, suite, release, &dir) {
+    match build(archive, suite, release, kernel_debs, &dir) {
         Ok(Outcome::Cached(dir)) => M2m::Built(dir),
         Ok(Outcome::Fresh(dir)) => {
             println!(
@@ -125,51 +132,71 @@ enum Outcome {
     Unavailable(String),
 }
 
-fn build(archive: &Archive, suite: &str, release: &str, dir: &Path) -> Result<Outcome> {
+fn build(
+    archive: &Archive,
+    suite: &str,
+    release: &str,
+    kernel_debs: &[PathBuf],
+    dir: &Path,
+) -> Result<Outcome> {
+    // The kernel's packages say which upload it is: while they stay, so does what was built
+    // for it, and nothing needs asking apt (a second or more per question).
+    let key: String = std::iter::once(RECIPE.to_owned())
+        .chain(kernel_debs.iter().map(|deb| file_name(deb)))
+        .map(|line| format!("{line}\n"))
+        .collect();
     let headers = format!("linux-headers-{release}");
-    let compiler = archive
-        .depends(&headers, suite)?
-        .iter()
-        .find_map(|dep| compiler(&dep.name))
-        .with_context(|| format!("{headers} in {suite} names no gcc"))?;
+    let compiler_path = dir.join("compiler");
+    let compiler = match fs::read_to_string(&compiler_path)
+        .ok()
+        .and_then(|text| Some(text.strip_prefix(&key)?.trim().to_owned()))
+    {
+        Some(compiler) => compiler,
+        None => {
+            let compiler = archive
+                .depends(&headers, suite)?
+                .iter()
+                .find_map(|dep| compiler(&dep.name))
+                .with_context(|| format!("{headers} in {suite} names no gcc"))?;
+            fs::create_dir_all(dir)?;
+            fs::write(&compiler_path, format!("{key}{compiler}\n"))?;
+            compiler
+        }
+    };
     if initramfs::which(&compiler).is_none() {
         return Ok(Outcome::Unavailable(format!(
             "the kernel was built with {compiler}, which this host lacks (out-of-tree modules \
              must be built with the kernel's own compiler)"
         )));
     }
+    let build_dir = dir.join("build");
+    let stamp_path = build_dir.join(".xtask-m2m");
+    if fs::read_to_string(&stamp_path).ok().as_deref() == Some(key.as_str()) {
+        return Ok(Outcome::Cached(build_dir));
+    }
 
-    let mut specs = vec![format!("{headers}/{suite}")];
+    // The headers and sources of exactly the kernel's upload.
+    let version = kernel_debs
+        .iter()
+        .map(|deb| file_name(deb))
+        .find_map(|name| {
+            let version = name.strip_prefix(&format!("linux-image-{release}_"))?;
+            Some(version.split('_').next()?.to_owned())
+        })
+        .with_context(|| format!("no linux-image-{release} among {kernel_debs:?}"))?;
+    let mut specs = vec![
+        format!("{headers}={version}"),
+        format!("linux-source-{}={version}", series(release)?),
+    ];
     specs.extend(
         archive
             .dependencies_named(&headers, suite, &["linux-headers-", "linux-kbuild-"])?
             .iter()
             .map(|p| format!("{p}/{suite}")),
     );
-    // The sources of exactly the headers' upload.
-    let files = archive.files(&specs[..1])?;
-    let version = files
-        .first()
-        .and_then(|(file, _)| file.split('_').nth(1))
-        .with_context(|| format!("no version in the file name of {headers}"))?
-        .to_owned();
-    specs.push(format!("linux-source-{}={version}", series(release)?));
-    let files = archive.files(&specs)?;
-
-    let build_dir = dir.join("build");
-    let stamp_path = build_dir.join(".xtask-m2m");
-    let stamp: String = std::iter::once(RECIPE)
-        .chain(files.iter().map(|(file, _)| file.as_str()))
-        .map(|line| format!("{line}\n"))
-        .collect();
-    if fs::read_to_string(&stamp_path).ok().as_deref() == Some(stamp.as_str()) {
-        return Ok(Outcome::Cached(build_dir));
-    }
 
     println!("{release}: building the m2m test drivers (v4l2-mem2mem, vicodec, vim2m)");
-    if dir.exists() {
-        fs::remove_dir_all(dir).with_context(|| format!("cannot remove {}", dir.display()))?;
-    }
+    remove(dir, &["build", "debs", "root", "src"])?;
     let debs = archive.download(&specs, &dir.join("debs"))?;
     let (sources, packages): (Vec<PathBuf>, Vec<PathBuf>) = debs
         .into_iter()
@@ -191,11 +218,8 @@ fn build(archive: &Archive, suite: &str, release: &str, dir: &Path) -> Result<Ou
     }
     // Only the build folder is kept: the packages (the source alone is over 150 MB) are
     // downloaded again if the kernel changes.
-    for dead in ["debs", "root", "src"] {
-        fs::remove_dir_all(dir.join(dead))
-            .with_context(|| format!("cannot remove {}", dir.join(dead).display()))?;
-    }
-    fs::write(&stamp_path, stamp)?;
+    remove(dir, &["debs", "root", "src"])?;
+    fs::write(&stamp_path, key)?;
     Ok(Outcome::Fresh(build_dir))
 }
 
@@ -294,6 +318,18 @@ fn make(headers: &Path, build: &Path) -> Result<()> {
             out.status,
             tail.join("\n")
         );
+    }
+    Ok(())
+}
+
+/// Removes the `folders` of `dir` that exist.
+fn remove(dir: &Path, folders: &[&str]) -> Result<()> {
+    for folder in folders {
+        let path = dir.join(folder);
+        if path.exists() {
+            fs::remove_dir_all(&path)
+                .with_context(|| format!("cannot remove {}", path.display()))?;
+        }
     }
     Ok(())
 }
