@@ -32,21 +32,14 @@ pub const HOST_TOOLS: &[&str] = &[
 
 /// Real Wayland clients the end-to-end tests and the demo run against the reference compositor
 /// (the guest runs the host's programs): Weston's clients (`weston-simple-dmabuf-v4l`, a V4L2
-/// → linux-dmabuf video client, `weston-simple-shm`, `weston-simple-egl`), `grim`, a screenshot
-/// tool speaking wlr-screencopy, and GStreamer (`gst-launch-1.0` with `waylandsink` from -bad,
-/// `v4l2src` from -good, `videotestsrc` from -base), the player a video engineer reaches for.
-pub const WAYLAND_CLIENTS: &[&str] = &[
-    "weston",
-    "grim",
-    "gstreamer1.0-tools",
-    "gstreamer1.0-plugins-base",
-    "gstreamer1.0-plugins-good",
-    "gstreamer1.0-plugins-bad",
-];
+/// → linux-dmabuf video client, `weston-simple-shm`, `weston-simple-egl`) and `grim`, a
+/// screenshot tool speaking wlr-screencopy. GStreamer, the player, is [`GSTREAMER`].
+pub const WAYLAND_CLIENTS: &[&str] = &["weston", "grim"];
 
-/// GStreamer 1.x with its V4L2 elements (`v4l2fwhtenc`, `v4l2fwhtdec`, `v4l2convert`, in
-/// -good) and `waylandsink` (-bad): a real video pipeline the kernel tests run on the m2m
-/// drivers in the guest.
+/// GStreamer 1.x: `gst-launch-1.0` (-tools), `videotestsrc` (-base), `v4l2src` and the V4L2
+/// codec elements `v4l2fwhtenc`, `v4l2fwhtdec`, `v4l2convert` (-good), `waylandsink` (-bad):
+/// the player the end-to-end tests run against the reference compositor, and the pipelines the
+/// kernel tests run on the m2m drivers in the guest.
 pub const GSTREAMER: &[&str] = &[
     "gstreamer1.0-tools",
     "gstreamer1.0-plugins-base",
