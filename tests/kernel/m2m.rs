@@ -5,100 +5,14 @@
 //! fencebridge did not write, GStreamer 1.22 (`v4l2fwhtenc`, `v4l2fwhtdec`, `v4l2convert`),
 //! streams through them, judged by the frames it wrote, not by its exit status.
 //!
-//! The harness says what to expect: `FENCEBRIDGE_M2M_MODULES` lists the m2m drivers it loaded
-//! (their devices must be there, even if the build failed), `FENCEBRIDGE_M2M_ABSENT` why a
-//! kernel has none (then the tests skip, with that reason).
+//! The harness says what to expect (`fencebridge_testkit::m2m::loaded`): the m2m drivers it
+//! loaded must have their devices, and a kernel without them skips, saying why.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::e2e::scratch;
-use crate::support::{kernel, skip};
-
-/// A video4linux node, as sysfs describes it.
-#[derive(Debug)]
-struct Node {
-    /// `/dev/videoN`.
-    dev: PathBuf,
-    /// The node's name (`name`).
-    name: String,
-    /// The driver bound to the node's parent device.
-    driver: String,
-}
-
-/// Every video4linux node of the machine.
-fn nodes() -> Vec<Node> {
-    let Ok(entries) = std::fs::read_dir("/sys/class/video4linux") else {
-        return Vec::new();
-    };
-    let mut nodes: Vec<Node> = entries
-        .flatten()
-        .map(|entry| {
-            let sys = entry.path();
-            let read = |file: &str| {
-                std::fs::read_to_string(sys.join(file))
-                    .unwrap_or_default()
-                    .trim()
-                    .to_owned()
-            };
-            let driver = std::fs::read_link(sys.join("device/driver"))
-                .ok()
-                .and_then(|p| Some(p.file_name()?.to_string_lossy().into_owned()))
-                .unwrap_or_default();
-            Node {
-                dev: Path::new("/dev").join(entry.file_name()),
-                name: read("name"),
-                driver,
-            }
-        })
-        .collect();
-    nodes.sort_by(|a, b| a.dev.cmp(&b.dev));
-    nodes
-}
-
-/// Whether this run loaded `driver` (so that its devices must be there); `None` after a skip
-/// that says why the kernel has no m2m drivers.
-fn loaded(test: &str, driver: &str) -> Option<()> {
-    let k = kernel();
-    match std::env::var("FENCEBRIDGE_M2M_MODULES") {
-        Ok(list) if list.split_whitespace().any(|m| m == driver) => Some(()),
-        Ok(list) => panic!(
-            "the run loads the m2m drivers {list:?}, not {driver}: run the whole suite with \
-             xtask's default modules"
-        ),
-        Err(_) => {
-            let why = std::env::var("FENCEBRIDGE_M2M_ABSENT").expect(
-                "the harness sets FENCEBRIDGE_M2M_MODULES or FENCEBRIDGE_M2M_ABSENT: run the \
-                 kernel tests with `cargo xtask`",
-            );
-            skip(
-                test,
-                &format!("not supported on this kernel ({}: {why})", k.release),
-            );
-            None
-        }
-    }
-}
-
-/// The node named `name`, which must exist and belong to `driver`.
-fn node(name: &str, driver: &str) -> Node {
-    let all = nodes();
-    let listing = format!("{all:#?}");
-    let mut found: Vec<Node> = all.into_iter().filter(|n| n.name == name).collect();
-    let (Some(node), true) = (found.pop(), found.is_empty()) else {
-        panic!(
-            "{}: expected one video node named {name:?}: {listing}",
-            kernel().release
-        );
-    };
-    assert_eq!(node.driver, driver, "{node:?}");
-    assert!(
-        node.dev.exists(),
-        "{} has no device file",
-        node.dev.display()
-    );
-    node
-}
+use fencebridge_testkit::m2m::{loaded, node};
 
 #[test]
 fn m2m_vicodec_offers_its_encoder_and_both_decoders() {
