@@ -129,6 +129,40 @@ pub struct ReportJson<'a> {
     verdict: Verdict,
     would_corrupt_without_bridge: bool,
     show: Option<ShowJson<'a>>,
+    m2m: Option<M2mJson<'a>>,
+}
+
+/// What a memory-to-memory device was fed.
+#[derive(Serialize)]
+struct M2mJson<'a> {
+    role: v4l2::M2mRole,
+    output_format: String,
+    input: &'a str,
+    source_change_ms: Option<u128>,
+    fed_bytes: u64,
+    drain: Option<DrainJson>,
+}
+
+#[derive(Serialize)]
+struct DrainJson {
+    frames: u32,
+    last_seen: bool,
+}
+
+impl<'a> From<&'a v4l2::M2mReport> for M2mJson<'a> {
+    fn from(m: &'a v4l2::M2mReport) -> Self {
+        M2mJson {
+            role: m.role,
+            output_format: m.output_format.to_string(),
+            input: &m.input,
+            source_change_ms: m.source_change_after.map(|d| d.as_millis()),
+            fed_bytes: m.fed_bytes,
+            drain: m.drain.map(|d| DrainJson {
+                frames: d.frames,
+                last_seen: d.last_seen,
+            }),
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -367,6 +401,7 @@ impl<'a> From<&'a Report> for ReportJson<'a> {
             verdict: report.verdict(),
             would_corrupt_without_bridge: report.would_corrupt_without_bridge(),
             show: report.show.as_ref().map(ShowJson::from),
+            m2m: report.m2m.as_ref().map(M2mJson::from),
         }
     }
 }

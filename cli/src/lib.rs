@@ -5,6 +5,7 @@
 //! - [`v4l2`]: the checker behind `fencebridge v4l2` — how a V4L2 capture device's buffers and
 //!   fences look to a compositor, and what presenting them on one showed (`--show`);
 //! - [`sys`]: the V4L2 uAPI, counted with the library's ioctls;
+//! - [`mapping`]: buffers mapped into this process (V4L2 planes, dma-bufs);
 //! - [`wlclient`]: the Wayland client plumbing of `fencebridge v4l2 --show`, which the test
 //!   clients (`examples/fbclient`) share.
 //!
@@ -19,6 +20,7 @@
 #![warn(missing_docs)]
 #![deny(clippy::undocumented_unsafe_blocks)]
 
+pub mod mapping;
 pub mod sys;
 pub mod v4l2;
 pub mod wlclient;

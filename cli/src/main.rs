@@ -1,7 +1,8 @@
 //! `fencebridge`: the command-line tool. `fencebridge probe` tells what this machine supports
-//! and which path the bridge would take; `fencebridge v4l2` checks a V4L2 capture device the
-//! way a compositor sees its frames, and with `--show` presents them on a Wayland compositor
-//! (`show.rs`, over the client plumbing in `fencebridge_cli::wlclient`).
+//! and which path the bridge would take; `fencebridge v4l2` checks a V4L2 capture device, or a
+//! decoder or converter it feeds, the way a compositor sees its frames, and with `--show`
+//! presents them on a Wayland compositor (`show.rs`, over the client plumbing in
+//! `fencebridge_cli::wlclient`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -37,15 +38,22 @@ enum Command {
     /// after DQBUF, whether it waits for a fence imported onto a queued buffer, its plane
     /// layout, and what fencebridge does for such a producer; with --show, also present its
     /// frames on the Wayland compositor and check that it never gives back a buffer it is still
-    /// reading. Exit status: 0 fine, 1 a finding would cause visible corruption (under a
-    /// compositor without the bridge, or under this compositor with --show), 2 the check could
-    /// not run.
+    /// reading. A stateful decoder is fed a bitstream (made by its encoder from generated
+    /// frames, or --input) and its decoded frames are checked the same way; a converter is fed
+    /// generated frames. Exit status: 0 fine, 1 a finding would cause visible corruption (under
+    /// a compositor without the bridge, or under this compositor with --show), 2 the check
+    /// could not run.
     V4l2 {
-        /// The capture device [default: the first capture-capable /dev/video*].
+        /// The capture device or decoder [default: the first capture-capable /dev/video*].
         device: Option<PathBuf>,
-        /// The pixel format, as a fourcc (YUYV, NV12, NM12, XR24...) [default: the current one].
+        /// The pixel format, as a fourcc (YUYV, NV12, NM12, XR24...) [default: the current one];
+        /// for a decoder, the coded format of its input (FWHT, H264...) [default: its first].
         #[arg(long, value_name = "FOURCC")]
         format: Option<FourCc>,
+        /// For a decoder: an elementary stream in the coded --format to decode [default: one
+        /// its encoder makes from generated frames, where the machine has one].
+        #[arg(long, value_name = "FILE")]
+        input: Option<PathBuf>,
         /// The frame size [default: the current one].
         #[arg(long, value_name = "WxH", value_parser = parse_size)]
         size: Option<(u32, u32)>,
@@ -80,6 +88,7 @@ fn main() -> ExitCode {
         Command::V4l2 {
             device,
             format,
+            input,
             size,
             frames,
             buffers,
@@ -89,6 +98,7 @@ fn main() -> ExitCode {
         } => {
             let options = CheckOptions {
                 format,
+                input,
                 size,
                 frames,
                 buffers,
@@ -168,7 +178,12 @@ fn check_v4l2(
                 last = Instant::now();
             }
         };
-        match show::show(client, &path, &report.format, show, progress) {
+        // The frames again, from the start: a decoder is fed its input anew.
+        let source = match v4l2::Source::open(&path, options) {
+            Ok(source) => source,
+            Err(e) => return fail(as_json, e.kind(), &e.to_string()),
+        };
+        match show::show(client, &source, show, progress) {
             Ok(outcome) => report.add_show(outcome),
             Err(e) => return fail(as_json, e.kind(), &e.to_string()),
         }

@@ -1,5 +1,5 @@
-//! `fencebridge v4l2 --show`: presents a capture device's frames on a Wayland compositor the
-//! way a video player does, and watches every buffer the compositor gives back.
+//! `fencebridge v4l2 --show`: presents a capture device's (or a decoder's) frames on a Wayland
+//! compositor the way a video player does, and watches every buffer the compositor gives back.
 //!
 //! Each V4L2 buffer's planes are exported once (`VIDIOC_EXPBUF`) and wrapped in one
 //! linux-dmabuf `wl_buffer`. Then: DQBUF → attach, damage, commit (with linux-drm-syncobj-v1,
@@ -11,11 +11,10 @@
 //! the device would overwrite. The judging is the checker's (`fencebridge_cli::v4l2::show`).
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use fencebridge::fence::{dmabuf, Access};
-use fencebridge_cli::v4l2::{self, Device, Format, QueueKind, ShowOutcome};
+use fencebridge_cli::v4l2::{self, QueueKind, ShowOutcome, Source};
 use wayland_client::protocol::wl_buffer::WlBuffer;
 
 use fencebridge_cli::wlclient::{Client, Syncobj, WlError};
@@ -99,15 +98,17 @@ pub fn connect() -> Result<Client<()>, ShowError> {
     Ok(Client::connect()?)
 }
 
-/// Presents `options.frames` frames of the device at `path`, in `format` (what the check
-/// streamed), on `client`'s compositor. `progress` gets (presented, total) after each frame.
+/// Presents `options.frames` frames of `source` (a device opened as the check opened it) on
+/// `client`'s compositor. `progress` gets (presented, total) after each frame.
 pub fn show(
     mut client: Client<()>,
-    path: &Path,
-    format: &Format,
+    source: &Source,
     options: &ShowOptions,
     mut progress: impl FnMut(u32, u32),
 ) -> Result<ShowOutcome, ShowError> {
+    let format = source.format();
+    let device = source.device();
+    let path = device.path();
     let (drm, colour_planes) = match (format.drm_fourcc(), format.colour_planes()) {
         (Some(drm), Some(planes)) => (drm, planes),
         _ => {
@@ -144,9 +145,8 @@ pub fn show(
         .into());
     }
 
-    let device = Device::open(path)?;
     let queue = format.queue;
-    let set = device.set_format(queue, format.fourcc, Some((format.width, format.height)))?;
+    let set = format;
     let memory_planes = set.planes.len();
     let count = device.allocate(queue, options.buffers.max(2))?;
     let mut slots = Vec::with_capacity(count as usize);
@@ -195,7 +195,7 @@ pub fn show(
     let streaming = device.stream(queue)?;
     let mut player = Player {
         client: &mut client,
-        device: &device,
+        source,
         queue,
         memory_planes,
         slots: &mut slots,
@@ -203,12 +203,23 @@ pub fn show(
         out: &mut out,
     };
 
+    // A capture device has a clock: its frames come at its rate. A decoder or converter gives
+    // them as fast as it can, so they are presented as a player does, at the compositor's
+    // pace: the next one when the last one's frame callback is done.
+    let paced = source.m2m().is_some();
     let started = Instant::now();
     let mut last_frame = Instant::now();
+    let mut awaiting_callback = false;
     while player.out.presented < options.frames {
         player.take_back()?;
         while player.out.presented < options.frames {
-            let Some(frame) = device.dequeue(queue, memory_planes)? else {
+            let previous = player.out.presented.checked_sub(1);
+            awaiting_callback =
+                paced && previous.is_some_and(|f| !player.client.state.frame_done(f));
+            if awaiting_callback {
+                break;
+            }
+            let Some(frame) = source.dequeue(memory_planes)? else {
                 break;
             };
             last_frame = Instant::now();
@@ -219,6 +230,18 @@ pub fn show(
             }
             player.present(&window.surface, frame.index as usize)?;
             progress(player.out.presented, options.frames);
+        }
+        if last_frame.elapsed() > options.frame_timeout && awaiting_callback {
+            return Err(WlError::new(
+                "no-frame-callback",
+                format!(
+                    "the compositor sent no frame callback for {} ms after frame {}: a \
+                     decoder's frames are presented at the compositor's pace, and it gave none",
+                    options.frame_timeout.as_millis(),
+                    player.out.presented
+                ),
+            )
+            .into());
         }
         if last_frame.elapsed() > options.frame_timeout {
             let held = player.slots.iter().filter(|s| s.held.is_some()).count();
@@ -265,7 +288,7 @@ pub fn show(
 /// The streaming state.
 struct Player<'a> {
     client: &'a mut Client<()>,
-    device: &'a Device,
+    source: &'a Source,
     queue: QueueKind,
     memory_planes: usize,
     slots: &'a mut [Slot],
@@ -362,7 +385,8 @@ impl Player<'_> {
             self.out.early_releases += 1;
             self.out.first_early.get_or_insert((index as u32, frame));
         }
-        self.device
+        self.source
+            .device()
             .queue_buffer(self.queue, index as u32, self.memory_planes)?;
         Ok(())
     }

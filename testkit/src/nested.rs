@@ -134,6 +134,52 @@ impl Run {
     }
 }
 
+/// `fencebridge v4l2 DEVICE --show --no-syncobj --frames 20 --json EXTRA...` as the one client
+/// of the headless reference compositor, whose GPU puts a read fence on the buffers it reads
+/// and takes 400 ms a frame (longer than a V4L2 device takes for one under emulation), with
+/// the bridge or `--no-bridge`. Returns the checker's `show` report and the compositor's report
+/// of the client.
+pub fn show_v4l2(test: &str, device: &Path, extra: &[&str], bridge: bool) -> (Value, Value) {
+    let dir = scratch(test);
+    let script = dir.join("show.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "exec {} v4l2 {} --show --no-syncobj --frames 20 --json {} > show.json\n",
+            built("fencebridge").display(),
+            device.display(),
+            extra.join(" ")
+        ),
+    )
+    .unwrap();
+    let mut args = vec!["--backend", "headless", "--gpu-ms", "400"];
+    if !bridge {
+        args.push("--no-bridge");
+    }
+    let client = format!("/bin/sh {}", script.display());
+    let run = run(Command::new(built("nested")), &dir, 60, &args, &[client]);
+    let json: Value = serde_json::from_slice(&std::fs::read(dir.join("show.json")).unwrap())
+        .unwrap_or_else(|e| panic!("the checker's JSON: {e}\n{}", run.stdout));
+    (json["show"].clone(), run.client("sh").clone())
+}
+
+/// What [`show_v4l2`] must see with the bridge: all 20 frames presented, none given back with
+/// a read pending, the producer classified non-fencing and its releases deferred.
+pub fn assert_shown_without_early_release(show: &Value, client: &Value) {
+    assert!(show["presented"].as_u64().unwrap() >= 20, "{show}");
+    assert_eq!(show["early_releases"], 0, "{show}");
+    assert_eq!(client["producer"], "NonFencing", "{client}");
+    let deferred = client["releases_deferred"].as_u64().unwrap();
+    assert!(deferred >= 1, "no release deferred: {client}");
+}
+
+/// What [`show_v4l2`] must see without the bridge: buffers given back mid-read.
+pub fn assert_early_releases(show: &Value) {
+    assert!(show["presented"].as_u64().unwrap() >= 20, "{show}");
+    let early = show["early_releases"].as_u64().unwrap();
+    assert!(early >= 1, "no buffer came back mid-read: {show}");
+}
+
 /// A number from a result line.
 pub fn count(result: &BTreeMap<String, String>, key: &str) -> u64 {
     result

@@ -9,6 +9,7 @@ mod bad_input;
 mod dmabuf_fences;
 mod e2e;
 mod leaks;
+mod m2m;
 mod producers;
 mod sources;
 mod stub;

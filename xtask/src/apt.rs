@@ -16,24 +16,31 @@ use crate::cmd;
 
 /// What booting the VM needs: qemu; a *static* busybox (it runs in the initramfs, where there
 /// is no libc); xz and zstd to decompress kernel modules (Debian ships `.ko.xz`, newer
-/// kernels may ship `.ko.zst`); strace, so a test can be traced inside the guest, which runs
-/// the host's own programs. dpkg-deb and apt-get come with every Debian system.
+/// kernels may ship `.ko.zst`) and the kernel's source tarball; strace, so a test can be traced
+/// inside the guest, which runs the host's own programs; make and the machine's gcc, which
+/// build the m2m test drivers for the kernels built with the same gcc (xtask/src/m2m.rs).
+/// dpkg-deb and apt-get come with every Debian system.
 pub const HOST_TOOLS: &[&str] = &[
     "qemu-system-x86",
     "busybox-static",
     "xz-utils",
     "zstd",
     "strace",
+    "make",
+    "gcc",
 ];
 
 /// Real Wayland clients the end-to-end tests and the demo run against the reference compositor
 /// (the guest runs the host's programs): Weston's clients (`weston-simple-dmabuf-v4l`, a V4L2
-/// → linux-dmabuf video client, `weston-simple-shm`, `weston-simple-egl`), `grim`, a screenshot
-/// tool speaking wlr-screencopy, and GStreamer (`gst-launch-1.0` with `waylandsink` from -bad,
-/// `v4l2src` from -good, `videotestsrc` from -base), the player a video engineer reaches for.
-pub const WAYLAND_CLIENTS: &[&str] = &[
-    "weston",
-    "grim",
+/// → linux-dmabuf video client, `weston-simple-shm`, `weston-simple-egl`) and `grim`, a
+/// screenshot tool speaking wlr-screencopy. GStreamer, the player, is [`GSTREAMER`].
+pub const WAYLAND_CLIENTS: &[&str] = &["weston", "grim"];
+
+/// GStreamer 1.x: `gst-launch-1.0` (-tools), `videotestsrc` (-base), `v4l2src` and the V4L2
+/// codec elements `v4l2fwhtenc`, `v4l2fwhtdec`, `v4l2convert` (-good), `waylandsink` (-bad):
+/// the player the end-to-end tests run against the reference compositor, and the pipelines the
+/// kernel tests run on the m2m drivers in the guest.
+pub const GSTREAMER: &[&str] = &[
     "gstreamer1.0-tools",
     "gstreamer1.0-plugins-base",
     "gstreamer1.0-plugins-good",

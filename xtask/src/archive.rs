@@ -145,45 +145,68 @@ impl Archive {
     /// suite, so any version written down here would soon be gone.
     pub fn kernel_packages(&self, suite: &str) -> Result<Vec<String>> {
         let root = "linux-image-amd64";
-        let mut seen = BTreeSet::from([root.to_owned()]);
-        let mut queue = vec![root.to_owned()];
-        let mut packages = Vec::new();
-        while let Some(package) = queue.pop() {
-            let out = cmd::output(
-                self.apt("apt-cache")
-                    .args(["depends", "--no-recommends", "--no-suggests"])
-                    .args([
-                        "--no-conflicts",
-                        "--no-breaks",
-                        "--no-replaces",
-                        "--no-enhances",
-                    ])
-                    .arg(format!("{package}/{suite}")),
-            )?;
-            for dep in parse_depends(&out) {
-                let kernel = KERNEL_PACKAGE_PREFIXES.iter().any(|p| dep.starts_with(p));
-                if kernel && seen.insert(dep.to_owned()) {
-                    packages.push(dep.to_owned());
-                    queue.push(dep.to_owned());
-                }
-            }
-        }
+        let packages = self.dependencies_named(root, suite, KERNEL_PACKAGE_PREFIXES)?;
         if packages.is_empty() {
             bail!("{root} in {suite} depends on no kernel package");
         }
         Ok(packages)
     }
 
-    /// Makes sure `dest` holds the .debs of `packages` from `suite`, downloading the ones that
-    /// are missing or incomplete, and removes any other .deb there (older kernels).
-    pub fn download(&self, suite: &str, packages: &[String], dest: &Path) -> Result<Vec<PathBuf>> {
-        fs::create_dir_all(dest)?;
-        let specs: Vec<String> = packages.iter().map(|p| format!("{p}/{suite}")).collect();
-        let wanted = parse_print_uris(&cmd::output(
+    /// The packages whose names start with one of `prefixes` among what `root` in `suite`
+    /// depends on, directly or through such packages, `root` excluded.
+    pub fn dependencies_named(
+        &self,
+        root: &str,
+        suite: &str,
+        prefixes: &[&str],
+    ) -> Result<Vec<String>> {
+        let mut seen = BTreeSet::from([root.to_owned()]);
+        let mut queue = vec![root.to_owned()];
+        let mut packages = Vec::new();
+        while let Some(package) = queue.pop() {
+            for dep in self.depends(&package, suite)? {
+                let wanted = !dep.is_virtual && prefixes.iter().any(|p| dep.name.starts_with(p));
+                if wanted && seen.insert(dep.name.clone()) {
+                    packages.push(dep.name.clone());
+                    queue.push(dep.name);
+                }
+            }
+        }
+        Ok(packages)
+    }
+
+    /// What `package` in `suite` depends on (pre-dependencies included), virtual packages too.
+    pub fn depends(&self, package: &str, suite: &str) -> Result<Vec<Dependency>> {
+        let out = cmd::output(
+            self.apt("apt-cache")
+                .args(["depends", "--no-recommends", "--no-suggests"])
+                .args([
+                    "--no-conflicts",
+                    "--no-breaks",
+                    "--no-replaces",
+                    "--no-enhances",
+                ])
+                .arg(format!("{package}/{suite}")),
+        )?;
+        Ok(parse_depends(&out).collect())
+    }
+
+    /// The files (name, size) that downloading `specs` (`package/suite` or `package=version`)
+    /// would give, without downloading them.
+    pub fn files(&self, specs: &[String]) -> Result<Vec<(String, u64)>> {
+        parse_print_uris(&cmd::output(
             self.apt("apt-get")
                 .args(["download", "--print-uris"])
-                .args(&specs),
-        )?)?;
+                .args(specs),
+        )?)
+    }
+
+    /// Makes sure `dest` holds the .debs of `specs` (`package/suite` or `package=version`),
+    /// downloading the ones that are missing or incomplete, and removes any other .deb there
+    /// (older kernels).
+    pub fn download(&self, specs: &[String], dest: &Path) -> Result<Vec<PathBuf>> {
+        fs::create_dir_all(dest)?;
+        let wanted = self.files(specs)?;
         let complete = |(file, size): &(String, u64)| {
             fs::metadata(dest.join(file)).is_ok_and(|m| m.len() == *size)
         };
@@ -192,9 +215,13 @@ impl Archive {
             .filter(|w| !complete(w))
             .map(|(file, _)| {
                 let package = file.split('_').next().unwrap_or(file);
-                format!("{package}/{suite}")
+                specs
+                    .iter()
+                    .find(|s| s.split(['/', '=']).next() == Some(package))
+                    .cloned()
+                    .with_context(|| format!("apt-get would download {file}, which no spec names"))
             })
-            .collect();
+            .collect::<Result<_>>()?;
         if !fetch.is_empty() {
             cmd::run(
                 self.apt("apt-get")
@@ -347,16 +374,27 @@ fn one_line_uri(text: &str, suite: &str) -> Option<String> {
     })
 }
 
-/// The package names in `apt-cache depends` output's Depends and PreDepends lines, skipping
-/// virtual packages (`<name>`).
-fn parse_depends(out: &str) -> impl Iterator<Item = &str> {
+/// One name on a Depends or PreDepends line of `apt-cache depends`.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Dependency {
+    pub name: String,
+    /// A virtual package (`<name>` in the output), provided by others.
+    pub is_virtual: bool,
+}
+
+/// The names on `apt-cache depends` output's Depends and PreDepends lines.
+fn parse_depends(out: &str) -> impl Iterator<Item = Dependency> + '_ {
     out.lines().filter_map(|line| {
         let line = line.trim().trim_start_matches('|');
         let dep = line
             .strip_prefix("Depends:")
             .or_else(|| line.strip_prefix("PreDepends:"))?
             .trim();
-        (!dep.starts_with('<')).then_some(dep)
+        let real = dep.strip_prefix('<').and_then(|d| d.strip_suffix('>'));
+        Some(Dependency {
+            name: real.unwrap_or(dep).to_owned(),
+            is_virtual: real.is_some(),
+        })
     })
 }
 
@@ -422,15 +460,20 @@ mod tests {
     }
 
     #[test]
-    fn depends_lists_real_packages_only() {
+    fn depends_tells_virtual_packages_apart() {
         let out = "linux-image-7.2.12+deb13-amd64\n  PreDepends: linux-base\n \
                    |Depends: dracut\n |Depends: <initramfs-tools>\n  Depends: <linux-initramfs-tool>\n    \
                    dracut\n  Depends: linux-binary-7.2.12+deb13-amd64\n";
-        let deps: Vec<&str> = parse_depends(out).collect();
-        assert_eq!(
-            deps,
-            ["linux-base", "dracut", "linux-binary-7.2.12+deb13-amd64"]
-        );
+        let deps: Vec<(String, bool)> =
+            parse_depends(out).map(|d| (d.name, d.is_virtual)).collect();
+        let expected = [
+            ("linux-base", false),
+            ("dracut", false),
+            ("initramfs-tools", true),
+            ("linux-initramfs-tool", true),
+            ("linux-binary-7.2.12+deb13-amd64", false),
+        ];
+        assert_eq!(deps, expected.map(|(n, v)| (n.to_owned(), v)));
     }
 
     #[test]

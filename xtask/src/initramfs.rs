@@ -13,6 +13,7 @@ use std::process::Command;
 use anyhow::{bail, Context, Result};
 
 use crate::kernels::Kernel;
+use crate::m2m;
 
 /// The guest's `/init`, a busybox shell script.
 const INIT: &str = include_str!("../guest/init.sh");
@@ -33,7 +34,7 @@ pub struct Initramfs {
 /// listed in `/lib/modules/load.order`) and `files` (path in the guest, contents).
 pub fn build(kernel: &Kernel, modules: &[String], files: &[(&str, &[u8])]) -> Result<Initramfs> {
     let busybox = which("busybox").context("no busybox on PATH (package busybox-static)")?;
-    let index = ModuleIndex::read(&kernel.modules)?;
+    let index = ModuleIndex::read(kernel)?;
     let mut loader = Loader {
         index: &index,
         done: BTreeSet::new(),
@@ -48,6 +49,8 @@ pub fn build(kernel: &Kernel, modules: &[String], files: &[(&str, &[u8])]) -> Re
         if !loader.load(&name)? {
             notes.push(if index.builtin.contains(&name) {
                 format!("module {name}: built into {}", kernel.release)
+            } else if m2m::DRIVERS.contains(&name.as_str()) {
+                format!("module {name}: {}", kernel.m2m.why_absent())
             } else {
                 format!("module {name}: not in {}", kernel.release)
             });
@@ -96,7 +99,9 @@ struct ModuleIndex {
 }
 
 impl ModuleIndex {
-    fn read(dir: &Path) -> Result<Self> {
+    /// The kernel's own modules, and those built for it out of tree (the m2m drivers).
+    fn read(kernel: &Kernel) -> Result<Self> {
+        let dir = &kernel.modules;
         let mut paths = HashMap::new();
         let mut pending = vec![dir.join("kernel")];
         while let Some(dir) = pending.pop() {
@@ -108,6 +113,17 @@ impl ModuleIndex {
                     pending.push(path);
                 } else if let Some(name) = module_name(&path) {
                     paths.insert(name, path);
+                }
+            }
+        }
+        if let Some(extra) = kernel.m2m.modules_dir() {
+            for entry in fs::read_dir(extra)? {
+                let path = entry?.path();
+                if path.extension().is_some_and(|e| e == "ko") {
+                    if let Some(name) = module_name(&path) {
+                        // The kernel's own module wins, should a kernel ever ship one.
+                        paths.entry(name).or_insert(path);
+                    }
                 }
             }
         }
@@ -194,7 +210,7 @@ fn depends(image: &[u8]) -> Vec<String> {
 }
 
 /// The first `name` on PATH.
-fn which(name: &str) -> Option<PathBuf> {
+pub fn which(name: &str) -> Option<PathBuf> {
     std::env::split_paths(&std::env::var_os("PATH")?)
         .map(|dir| dir.join(name))
         .find(|p| p.is_file())

@@ -15,6 +15,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::archive::Archive;
 use crate::cmd;
+use crate::m2m::{self, M2m};
 
 /// One kernel of the matrix: the Debian suite it comes from and the release series it is
 /// known by (`--kernel 6.12`).
@@ -76,6 +77,8 @@ pub struct Kernel {
     pub vmlinuz: PathBuf,
     /// `lib/modules/<release>` of the unpacked packages.
     pub modules: PathBuf,
+    /// The memory-to-memory test drivers built for it, or why there are none.
+    pub m2m: M2m,
 }
 
 /// The harness's cache: `$XDG_CACHE_HOME/fencebridge`, else `~/.cache/fencebridge`.
@@ -90,7 +93,7 @@ pub fn cache_dir() -> Result<PathBuf> {
 /// Downloads and unpacks kernels, re-using what earlier runs left in the cache.
 pub struct Fetcher {
     archive: Archive,
-    dir: PathBuf,
+    cache: PathBuf,
 }
 
 impl Fetcher {
@@ -99,13 +102,14 @@ impl Fetcher {
         let suites: Vec<&str> = MATRIX.iter().map(|k| k.name).collect();
         Ok(Self {
             archive: Archive::open(&cache.join("apt"), &suites)?,
-            dir: cache.join("kernels"),
+            cache,
         })
     }
 
-    /// The current kernel of `suite`, downloaded and unpacked if the cache lacks it.
+    /// The current kernel of `suite`, downloaded and unpacked if the cache lacks it, with its
+    /// memory-to-memory test drivers (see [`m2m`]).
     pub fn fetch(&mut self, suite: &Suite) -> Result<Kernel> {
-        let dir = self.dir.join(suite.name);
+        let dir = self.cache.join("kernels").join(suite.name);
         self.archive.refresh(false)?;
         let debs = match self.download(suite, &dir) {
             Ok(debs) => debs,
@@ -118,18 +122,30 @@ impl Fetcher {
             Err(err) => return Err(err),
         };
         let root = unpack(&dir.join("root"), &debs)?;
-        locate(&root)
+        let mut kernel = locate(&root)?;
+        kernel.m2m = m2m::prepare(
+            &self.archive,
+            suite.name,
+            &kernel.release,
+            &debs,
+            &self.cache,
+        );
+        Ok(kernel)
     }
 
     fn download(&self, suite: &Suite, dir: &Path) -> Result<Vec<PathBuf>> {
         let packages = self.archive.kernel_packages(suite.name)?;
         println!("{}: {}", suite.name, packages.join(" "));
-        self.archive.download(suite.name, &packages, dir)
+        let specs: Vec<String> = packages
+            .iter()
+            .map(|p| format!("{p}/{}", suite.name))
+            .collect();
+        self.archive.download(&specs, dir)
     }
 }
 
 /// Unpacks `debs` into `root` unless it already holds exactly these.
-fn unpack(root: &Path, debs: &[PathBuf]) -> Result<PathBuf> {
+pub fn unpack(root: &Path, debs: &[PathBuf]) -> Result<PathBuf> {
     let stamp = root.join(".xtask-debs");
     let names: String = debs
         .iter()
@@ -181,6 +197,7 @@ fn locate(root: &Path) -> Result<Kernel> {
         release,
         vmlinuz,
         modules: modules.clone(),
+        m2m: M2m::Unavailable("not looked for".to_owned()),
     })
 }
 

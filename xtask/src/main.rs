@@ -12,6 +12,7 @@ mod cmd;
 mod demo;
 mod initramfs;
 mod kernels;
+mod m2m;
 mod smithay_git;
 mod suite;
 mod vm;
@@ -90,7 +91,8 @@ struct VmArgs {
     #[arg(long)]
     kernel: Option<String>,
     /// A module to load (with its dependencies); repeatable. Replaces the default list:
-    /// vgem virtio_gpu udmabuf vivid.
+    /// vgem virtio_gpu udmabuf vivid vicodec vim2m (the last two built out of tree, for the
+    /// kernels whose compiler the host has).
     #[arg(long = "module", value_name = "MODULE")]
     modules: Vec<String>,
     /// Module parameters, as MODULE=PARAMS (`vivid=multiplanar=2`); repeatable. They replace

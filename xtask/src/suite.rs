@@ -17,6 +17,7 @@ use std::time::Instant;
 use anyhow::{anyhow, bail, Context, Result};
 
 use crate::kernels::{self, Fetcher, Kernel, Suite};
+use crate::m2m::M2m;
 use crate::vm::{self, VmEnd, VmRun};
 use crate::{apt, cmd, smithay_git};
 
@@ -52,6 +53,7 @@ pub fn run(workspace: &Path, options: &Options) -> Result<bool> {
     if options.vm {
         packages.extend(apt::HOST_TOOLS);
         packages.extend(apt::WAYLAND_CLIENTS);
+        packages.extend(apt::GSTREAMER);
     }
     report.check("host packages", apt::ensure(&packages));
     let kernels = if suites.is_empty() {
@@ -60,6 +62,18 @@ pub fn run(workspace: &Path, options: &Options) -> Result<bool> {
         step("kernels");
         fetch_kernels(&suites)
     };
+    for (label, kernel) in &kernels {
+        if let Ok(Kernel {
+            m2m: M2m::Failed(why),
+            ..
+        }) = kernel
+        {
+            report.check(
+                &format!("m2m test drivers for {label}"),
+                Err(anyhow!("{why}")),
+            );
+        }
+    }
     if options.lint {
         lint(&cargo, &mut report);
     }

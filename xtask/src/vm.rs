@@ -25,11 +25,19 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 
 use crate::kernels::Kernel;
-use crate::{cmd, initramfs};
+use crate::{cmd, initramfs, m2m};
 
 /// The modules the kernel tests use; a kernel that lacks one still boots (the run's log says
-/// so, and the tests that need it skip).
-pub const DEFAULT_MODULES: [&str; 4] = ["vgem", "virtio_gpu", "udmabuf", "vivid"];
+/// so, and the tests that need it skip). vicodec and vim2m are built out of tree (see
+/// [`m2m`]), for the kernels whose compiler the host has.
+pub const DEFAULT_MODULES: [&str; 6] = [
+    "vgem",
+    "virtio_gpu",
+    "udmabuf",
+    "vivid",
+    m2m::DRIVERS[0],
+    m2m::DRIVERS[1],
+];
 
 /// Module parameters of every boot, unless a run replaces a module's. vivid makes four
 /// instances (its parameters are per-instance arrays): instance 0 keeps vivid's defaults
@@ -200,7 +208,11 @@ pub fn run(kernel: &Kernel, run: &VmRun) -> Result<VmOutcome> {
         None => None,
     };
 
-    let (conf, args) = guest_settings(run, &program, &cwd, share.as_deref())?;
+    // What the kernel tests expect of the m2m drivers on this kernel.
+    let (name, value) = kernel.m2m.guest_env(&run.modules);
+    let mut env = run.env.clone();
+    env.insert(name.to_owned(), value);
+    let (conf, args) = guest_settings(run, &env, &program, &cwd, share.as_deref())?;
     let initramfs = initramfs::build(
         kernel,
         &run.modules,
@@ -244,6 +256,7 @@ pub fn run(kernel: &Kernel, run: &VmRun) -> Result<VmOutcome> {
 /// The guest's `/xtask/run.conf` and `/xtask/args` (read by guest/init.sh).
 fn guest_settings(
     run: &VmRun,
+    env: &BTreeMap<String, String>,
     program: &Path,
     cwd: &Path,
     share: Option<&Path>,
@@ -268,7 +281,7 @@ fn guest_settings(
         }
         conf += &format!("MODPARAMS_{module}={}\n", quote(params));
     }
-    for (name, value) in &run.env {
+    for (name, value) in env {
         if !is_shell_name(name) {
             bail!("not an environment variable name: {name:?}");
         }

@@ -4,10 +4,10 @@
 use std::os::fd::BorrowedFd;
 
 use fencebridge::producer::{Vgem, VgemBuffer, VgemFence};
-use rustix::mm::{mmap, munmap, MapFlags, ProtFlags};
 use wayland_client::protocol::wl_buffer::WlBuffer;
 
 use crate::wlclient::{Client, WlError};
+use fencebridge_cli::mapping::Mapping;
 
 /// DRM_FORMAT_XRGB8888.
 pub const XRGB8888: u32 = u32::from_le_bytes(*b"XR24");
@@ -72,7 +72,7 @@ impl Buffer {
         let buffer = vgem
             .create_buffer(width, height)
             .map_err(|e| WlError::new("io", format!("vgem buffer: {e}")))?;
-        let map = Mapping::new(buffer.dmabuf())?;
+        let map = map_whole(buffer.dmabuf())?;
         let wl = client.dmabuf_buffer(
             &[(buffer.dmabuf(), 0, buffer.pitch())],
             (width, height),
@@ -136,59 +136,10 @@ impl Drop for Buffer {
 }
 
 /// A shared read-write mapping of a whole dma-buf.
-struct Mapping {
-    ptr: *mut std::ffi::c_void,
-    len: usize,
-}
-
-impl Mapping {
-    fn new(fd: BorrowedFd<'_>) -> Result<Mapping, WlError> {
-        let len = rustix::fs::seek(fd, rustix::fs::SeekFrom::End(0))
-            .map_err(|e| WlError::new("io", format!("dma-buf size: {e}")))?
-            as usize;
-        // SAFETY: a fresh shared mapping of the `len` bytes of a dma-buf opened read-write;
-        // nothing else in this process uses that address range, and Drop unmaps it once.
-        let ptr = unsafe {
-            mmap(
-                std::ptr::null_mut(),
-                len,
-                ProtFlags::READ | ProtFlags::WRITE,
-                MapFlags::SHARED,
-                fd,
-                0,
-            )
-        }
-        .map_err(|e| WlError::new("io", format!("mmap of a vgem dma-buf: {e}")))?;
-        Ok(Mapping { ptr, len })
-    }
-
-    /// Copies `out.len()` bytes from `offset` (clamped to the mapping) into `out`.
-    fn read_at(&self, offset: usize, out: &mut [u8]) {
-        let len = out.len().min(self.len.saturating_sub(offset));
-        if len == 0 {
-            return;
-        }
-        // SAFETY: `offset + len <= self.len` bytes are mapped until Drop. The copy goes through
-        // raw pointers, so no Rust reference to memory another process may write exists.
-        unsafe {
-            std::ptr::copy_nonoverlapping(self.ptr.cast::<u8>().add(offset), out.as_mut_ptr(), len)
-        };
-    }
-
-    fn bytes_mut(&mut self) -> &mut [u8] {
-        // SAFETY: `ptr` maps `len` writable bytes until Drop, and the `&mut self` borrow makes
-        // this the only slice of it in this process. The compositor may read the pages at the
-        // same time (that is the point of the test); plain bytes have no invalid values.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr.cast::<u8>(), self.len) }
-    }
-}
-
-impl Drop for Mapping {
-    fn drop(&mut self) {
-        // SAFETY: exactly the range mmap returned, unmapped once; no slice of it outlives
-        // `self` (bytes_mut borrows self).
-        let _ = unsafe { munmap(self.ptr, self.len) };
-    }
+fn map_whole(fd: BorrowedFd<'_>) -> Result<Mapping, WlError> {
+    let len = rustix::fs::seek(fd, rustix::fs::SeekFrom::End(0))
+        .map_err(|e| WlError::new("io", format!("dma-buf size: {e}")))? as usize;
+    Mapping::new(fd, len, 0).map_err(|e| WlError::new("io", format!("mmap of a vgem dma-buf: {e}")))
 }
 
 /// How many pixels of a captured XRGB image have `colour` (the X byte ignored).

@@ -1,6 +1,7 @@
 //! V4L2 (include/uapi/linux/videodev2.h): the ioctls a capture checker needs — device
 //! capabilities, formats and frame sizes, MMAP buffers, exporting them as dma-bufs, and
-//! streaming them.
+//! streaming them — and what a memory-to-memory decoder adds: events (the source change) and
+//! the drain command.
 //!
 //! Layouts are the x86_64 ones of the kernel header (locked by the tests below). Three structs
 //! hold C unions; their union fields are private and every union is zero-filled over its whole
@@ -93,6 +94,9 @@ pub const V4L2_BUF_CAP_SUPPORTS_MMAP: u32 = 1 << 0;
 pub const V4L2_BUF_CAP_SUPPORTS_USERPTR: u32 = 1 << 1;
 /// `V4L2_BUF_CAP_SUPPORTS_DMABUF`.
 pub const V4L2_BUF_CAP_SUPPORTS_DMABUF: u32 = 1 << 2;
+/// `V4L2_BUF_CAP_SUPPORTS_REQUESTS`: buffers may be queued in Request API requests (what a
+/// stateless decoder's OUTPUT queue says).
+pub const V4L2_BUF_CAP_SUPPORTS_REQUESTS: u32 = 1 << 3;
 /// `V4L2_BUF_CAP_SUPPORTS_ORPHANED_BUFS`: buffers may outlive REQBUFS(0) while mapped or
 /// exported.
 pub const V4L2_BUF_CAP_SUPPORTS_ORPHANED_BUFS: u32 = 1 << 4;
@@ -105,6 +109,21 @@ pub const V4L2_BUF_FLAG_QUEUED: u32 = 0x0000_0002;
 pub const V4L2_BUF_FLAG_DONE: u32 = 0x0000_0004;
 /// `V4L2_BUF_FLAG_ERROR`: the buffer was filled with an error (its data may be corrupt).
 pub const V4L2_BUF_FLAG_ERROR: u32 = 0x0000_0040;
+
+/// `V4L2_BUF_FLAG_LAST`: the last buffer of a drain (or of a resolution change); nothing
+/// follows it until the decoder is restarted.
+pub const V4L2_BUF_FLAG_LAST: u32 = 0x0010_0000;
+
+/// `V4L2_FMT_FLAG_COMPRESSED`: a coded (bitstream) format.
+pub const V4L2_FMT_FLAG_COMPRESSED: u32 = 0x0001;
+
+/// `V4L2_EVENT_EOS`: the decoder drained its last frame.
+pub const V4L2_EVENT_EOS: u32 = 2;
+/// `V4L2_EVENT_SOURCE_CHANGE`: a decoder found the stream's format (or a change of it).
+pub const V4L2_EVENT_SOURCE_CHANGE: u32 = 5;
+
+/// `V4L2_DEC_CMD_STOP`: drain — decode what is queued, then mark the last buffer.
+pub const V4L2_DEC_CMD_STOP: u32 = 1;
 
 /// `V4L2_FRMSIZE_TYPE_DISCRETE`.
 pub const V4L2_FRMSIZE_TYPE_DISCRETE: u32 = 1;
@@ -621,6 +640,53 @@ pub struct V4l2FrmSizeEnum {
     pub reserved: [u32; 2],
 }
 
+/// `struct v4l2_event_subscription`.
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
+pub struct V4l2EventSubscription {
+    /// `V4L2_EVENT_*`.
+    pub type_: u32,
+    /// Which object (a control's id; 0 for the events here).
+    pub id: u32,
+    /// `V4L2_EVENT_SUB_FL_*`.
+    pub flags: u32,
+    /// Must be 0.
+    pub reserved: [u32; 5],
+}
+
+/// `struct v4l2_event`; `u` is its payload union, as raw bytes (the header's 8-byte
+/// alignment comes from `u64`s).
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
+pub struct V4l2Event {
+    /// `V4L2_EVENT_*`.
+    pub type_: u32,
+    /// The payload (for a source change: `changes` in its first word).
+    pub u: [u64; 8],
+    /// Events still pending after this one.
+    pub pending: u32,
+    /// The event's number.
+    pub sequence: u32,
+    /// When it was queued (`struct timespec`).
+    pub timestamp: [i64; 2],
+    /// The object it is about.
+    pub id: u32,
+    /// Must be 0.
+    pub reserved: [u32; 8],
+}
+
+/// `struct v4l2_decoder_cmd`; `raw` is its union (`stop.pts`, `start.speed`/`format`).
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
+pub struct V4l2DecoderCmd {
+    /// `V4L2_DEC_CMD_*`.
+    pub cmd: u32,
+    /// `V4L2_DEC_CMD_*_FL_*`.
+    pub flags: u32,
+    /// The command's arguments.
+    pub raw: [u32; 16],
+}
+
 // ---------------------------------------------------------------------------------------------
 // Opcodes
 
@@ -650,6 +716,12 @@ pub const VIDIOC_STREAMOFF: Opcode = opcode::write::<i32>(b'V', 19);
 pub const VIDIOC_TRY_FMT: Opcode = opcode::read_write::<V4l2Format>(b'V', 64);
 /// `VIDIOC_ENUM_FRAMESIZES`.
 pub const VIDIOC_ENUM_FRAMESIZES: Opcode = opcode::read_write::<V4l2FrmSizeEnum>(b'V', 74);
+/// `VIDIOC_DQEVENT`.
+pub const VIDIOC_DQEVENT: Opcode = opcode::read::<V4l2Event>(b'V', 89);
+/// `VIDIOC_SUBSCRIBE_EVENT`.
+pub const VIDIOC_SUBSCRIBE_EVENT: Opcode = opcode::write::<V4l2EventSubscription>(b'V', 90);
+/// `VIDIOC_DECODER_CMD`.
+pub const VIDIOC_DECODER_CMD: Opcode = opcode::read_write::<V4l2DecoderCmd>(b'V', 96);
 
 // ---------------------------------------------------------------------------------------------
 // Wrappers
@@ -812,6 +884,37 @@ pub fn vidioc_enum_framesizes(video: BorrowedFd<'_>, e: &mut V4l2FrmSizeEnum) ->
     unsafe { call(video, Updater::<{ VIDIOC_ENUM_FRAMESIZES }, _>::new(e)) }
 }
 
+/// Subscribes to events of `type_` (`V4L2_EVENT_*`); they then wake poll with POLLPRI.
+pub fn vidioc_subscribe_event(video: BorrowedFd<'_>, type_: u32) -> Result<()> {
+    let sub = V4l2EventSubscription {
+        type_,
+        ..Default::default()
+    };
+    // SAFETY: the opcode is _IOW('V', 90, struct v4l2_event_subscription) and `sub` has that
+    // layout (size locked by the tests); no pointers, and the kernel only reads it.
+    unsafe { call(video, Setter::<{ VIDIOC_SUBSCRIBE_EVENT }, _>::new(sub)) }
+}
+
+/// Takes the next pending event (ENOENT when there is none).
+pub fn vidioc_dqevent(video: BorrowedFd<'_>) -> Result<V4l2Event> {
+    let mut event = V4l2Event::default();
+    // SAFETY: the opcode is _IOR('V', 89, struct v4l2_event) and `event` has that layout (136
+    // bytes, locked by the tests); the kernel writes only inside it.
+    unsafe { call(video, Updater::<{ VIDIOC_DQEVENT }, _>::new(&mut event))? };
+    Ok(event)
+}
+
+/// Sends a decoder command (`V4L2_DEC_CMD_*`, no flags).
+pub fn vidioc_decoder_cmd(video: BorrowedFd<'_>, cmd: u32) -> Result<()> {
+    let mut arg = V4l2DecoderCmd {
+        cmd,
+        ..Default::default()
+    };
+    // SAFETY: the opcode is _IOWR('V', 96, struct v4l2_decoder_cmd) and `arg` has that layout
+    // (72 bytes); no pointers, and the kernel writes only inside it.
+    unsafe { call(video, Updater::<{ VIDIOC_DECODER_CMD }, _>::new(&mut arg)) }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -834,6 +937,9 @@ mod tests {
         assert_eq!(VIDIOC_STREAMOFF, 0x4004_5613);
         assert_eq!(VIDIOC_TRY_FMT, 0xc0d0_5640);
         assert_eq!(VIDIOC_ENUM_FRAMESIZES, 0xc02c_564a);
+        assert_eq!(VIDIOC_DQEVENT, 0x8088_5659);
+        assert_eq!(VIDIOC_SUBSCRIBE_EVENT, 0x4020_565a);
+        assert_eq!(VIDIOC_DECODER_CMD, 0xc048_5660);
     }
 
     #[test]
@@ -867,6 +973,13 @@ mod tests {
         assert_eq!(offset_of!(V4l2ExportBuffer, fd), 16);
         assert_eq!(size_of::<V4l2FrmSizeEnum>(), 44);
         assert_eq!(offset_of!(V4l2FrmSizeEnum, size), 12);
+        assert_eq!(size_of::<V4l2EventSubscription>(), 32);
+        assert_eq!(size_of::<V4l2Event>(), 136);
+        assert_eq!(offset_of!(V4l2Event, u), 8);
+        assert_eq!(offset_of!(V4l2Event, pending), 72);
+        assert_eq!(offset_of!(V4l2Event, timestamp), 80);
+        assert_eq!(offset_of!(V4l2Event, id), 96);
+        assert_eq!(size_of::<V4l2DecoderCmd>(), 72);
     }
 
     #[test]

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use super::device::{BufferState, Device, DeviceInfo};
 use super::format::{Format, FormatDesc, FourCc, QueueKind};
+use super::m2m::{M2mReport, Source};
 use super::report::{self, Finding};
 use super::show::ShowOutcome;
 use super::Error;
@@ -31,6 +32,9 @@ pub struct CheckOptions {
     /// Whether to check if the device honours a fence imported onto a queued buffer (needs
     /// vgem for a fence that stays pending until signalled).
     pub import_check: bool,
+    /// A decoder's input: an elementary stream in the coded `format` (`None`: one made on
+    /// this machine by the decoder's encoder, from generated frames).
+    pub input: Option<std::path::PathBuf>,
 }
 
 impl Default for CheckOptions {
@@ -42,6 +46,7 @@ impl Default for CheckOptions {
             buffers: 4,
             frame_timeout: Duration::from_secs(5),
             import_check: true,
+            input: None,
         }
     }
 }
@@ -227,6 +232,8 @@ pub struct Report {
     pub findings: Vec<Finding>,
     /// What presenting the frames on a Wayland compositor showed (`--show`), if it ran.
     pub show: Option<ShowOutcome>,
+    /// For a memory-to-memory device: what it was fed, and how it answered.
+    pub m2m: Option<M2mReport>,
 }
 
 impl Report {
@@ -254,16 +261,22 @@ impl Exported {
 pub fn check(
     path: impl AsRef<std::path::Path>,
     options: &CheckOptions,
+    progress: impl FnMut(Progress),
+) -> Result<Report, Error> {
+    check_source(&Source::open(path, options)?, options, progress)
+}
+
+/// Streams `source`'s capture frames as `options` say and reports what their buffers' fences
+/// do: the same checks for a capture device's frames and a memory-to-memory device's.
+pub fn check_source(
+    source: &Source,
+    options: &CheckOptions,
     mut progress: impl FnMut(Progress),
 ) -> Result<Report, Error> {
-    let device = Device::open(path)?;
-    let offered: Vec<(QueueKind, Vec<FormatDesc>)> = device
-        .info()
-        .queues
-        .iter()
-        .map(|&q| device.formats(q).map(|f| (q, f)))
-        .collect::<Result<_, _>>()?;
-    let (queue, format) = choose_format(&device, &offered, options)?;
+    let device = source.device();
+    let offered = source.offered().to_vec();
+    let format = source.format().clone();
+    let queue = format.queue;
     let planes = format.planes.len();
 
     let buffer_caps = device.buffer_caps(queue)?;
@@ -290,7 +303,7 @@ pub fn check(
         }
         let exported = Exported { index, planes: fds };
         let distinct_dmabufs = dmabuf::unique_dmabufs(&exported.fds())
-            .map_err(fence_error(&device, "fstat(dma-buf)"))?
+            .map_err(fence_error(device, "fstat(dma-buf)"))?
             .len();
         layout.push(BufferLayout {
             index,
@@ -320,7 +333,7 @@ pub fn check(
     let snapshot = |b: &Exported, access: Access| -> Result<FenceState, Error> {
         dmabuf::export(&b.fds(), access, &stub)
             .map(|s| s.state)
-            .map_err(fence_error(&device, "DMA_BUF_IOCTL_EXPORT_SYNC_FILE"))
+            .map_err(fence_error(device, "DMA_BUF_IOCTL_EXPORT_SYNC_FILE"))
     };
 
     let mut obs = Observations {
@@ -373,7 +386,7 @@ pub fn check(
     let started = Instant::now();
     let mut last_sequence: Option<u32> = None;
     while obs.frames < options.frames {
-        let frame = next_frame(&device, queue, planes, options, obs.frames)?;
+        let frame = next_frame(source, planes, options, obs.frames)?;
         let b = &buffers[frame.index as usize];
         obs.frames += 1;
         if frame.has_error() {
@@ -421,8 +434,14 @@ pub fn check(
 
     if options.import_check {
         progress(Progress::ImportCheck);
-        obs.import = import_check(&device, queue, planes, &buffers, &stub, options, &obs)?;
+        obs.import = match import_check(source, planes, &buffers, &stub, options, &obs) {
+            Err(Error::InputEnded { .. }) => ImportOutcome::NotRun(
+                "the decoder's input ended before a buffer could be held".into(),
+            ),
+            outcome => outcome?,
+        };
     }
+    source.drain(planes, options.frame_timeout)?;
     drop(streaming);
     drop(buffers);
     let _ = device.allocate(queue, 0);
@@ -436,12 +455,13 @@ pub fn check(
         bridge,
         findings,
         show: None,
+        m2m: source.m2m(),
     })
 }
 
 /// The queue and format to stream: the requested fourcc on the first queue offering it, or
 /// the current format of the first queue; then the size.
-fn choose_format(
+pub(super) fn choose_format(
     device: &Device,
     offered: &[(QueueKind, Vec<FormatDesc>)],
     options: &CheckOptions,
@@ -508,28 +528,27 @@ fn choose_format(
 
 /// Waits for and dequeues the next filled buffer.
 fn next_frame(
-    device: &Device,
-    queue: QueueKind,
+    source: &Source,
     planes: usize,
     options: &CheckOptions,
     done: u32,
 ) -> Result<BufferState, Error> {
     let deadline = Instant::now() + options.frame_timeout;
     loop {
-        if let Some(frame) = device.dequeue(queue, planes)? {
+        if let Some(frame) = source.dequeue(planes)? {
             return Ok(frame);
         }
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             return Err(Error::NoFrames {
-                path: device.path().to_owned(),
+                path: source.device().path().to_owned(),
                 waited_ms: options.frame_timeout.as_millis() as u64,
                 done,
                 wanted: options.frames,
             });
         }
         // Ready or timed out: the next turn dequeues or gives up.
-        device.wait_frame(left)?;
+        source.wait(left)?;
     }
 }
 
@@ -537,14 +556,15 @@ fn next_frame(
 /// still reading the buffer leaves there — queues it, and watches whether the device fills it
 /// before the fence signals.
 fn import_check(
-    device: &Device,
-    queue: QueueKind,
+    source: &Source,
     planes: usize,
     buffers: &[Exported],
     stub: &StubSignature,
     options: &CheckOptions,
     obs: &Observations,
 ) -> Result<ImportOutcome, Error> {
+    let device = source.device();
+    let queue = source.format().queue;
     let vgem = match Vgem::open() {
         Ok(vgem) => vgem,
         Err(e) => {
@@ -553,13 +573,13 @@ fn import_check(
             )))
         }
     };
-    let source = vgem
+    let vgem_buffer = vgem
         .create_buffer(16, 16)
         .map_err(fence_error(device, "vgem buffer"))?;
-    let vgem_fence = source
+    let vgem_fence = vgem_buffer
         .attach_fence(true)
         .map_err(fence_error(device, "vgem fence"))?;
-    let fence = dmabuf::export(&[source.dmabuf()], Access::Read, stub)
+    let fence = dmabuf::export(&[vgem_buffer.dmabuf()], Access::Read, stub)
         .map_err(fence_error(device, "DMA_BUF_IOCTL_EXPORT_SYNC_FILE"))?
         .fence;
     let Some(fence) = fence else {
@@ -578,7 +598,7 @@ fn import_check(
     let window = (per_frame * (buffers.len() as u32 + 2) * 3)
         .clamp(Duration::from_millis(1500), Duration::from_secs(6));
 
-    let held = next_frame(device, queue, planes, options, obs.frames)?;
+    let held = next_frame(source, planes, options, obs.frames)?;
     let b = &buffers[held.index as usize];
     if let Err(e) = dmabuf::import(&b.fds(), &fence, Access::Read) {
         let _ = vgem_fence.signal();
@@ -600,10 +620,10 @@ fn import_check(
         if left.is_zero() {
             break None;
         }
-        if !device.wait_frame(left.min(Duration::from_millis(100)))? {
+        if !source.wait(left.min(Duration::from_millis(100)))? {
             continue;
         }
-        let Some(frame) = device.dequeue(queue, planes)? else {
+        let Some(frame) = source.dequeue(planes)? else {
             continue;
         };
         if frame.index == b.index {
@@ -642,10 +662,10 @@ fn import_check(
     }
     let deadline = Instant::now() + options.frame_timeout;
     while Instant::now() < deadline {
-        if !device.wait_frame(Duration::from_millis(100))? {
+        if !source.wait(Duration::from_millis(100))? {
             continue;
         }
-        if let Some(frame) = device.dequeue(queue, planes)? {
+        if let Some(frame) = source.dequeue(planes)? {
             if frame.index == b.index {
                 return Ok(ImportOutcome::Honoured {
                     buffer: b.index,

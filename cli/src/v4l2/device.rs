@@ -9,8 +9,9 @@ use rustix::event::{poll, PollFd, PollFlags, Timespec};
 use rustix::fs::{FileType, Mode, OFlags};
 use rustix::io::Errno;
 
-use super::format::{Format, FormatDesc, FourCc, FrameSize, QueueKind};
+use super::format::{Format, FormatDesc, FourCc, FrameSize, Queue, QueueKind};
 use super::Error;
+use crate::mapping::Mapping;
 use crate::sys::v4l2 as sys;
 
 /// `VIDEO_MAJOR`: the character-device major number of every V4L2 node.
@@ -31,8 +32,12 @@ pub struct DeviceInfo {
     pub version: (u32, u32, u32),
     /// The node's capabilities (`device_caps`).
     pub caps: u32,
-    /// Its video capture queues, single-planar first.
+    /// Its video capture queues, single-planar first (a memory-to-memory device's one kind,
+    /// whose OUTPUT queue is of the same kind).
     pub queues: Vec<QueueKind>,
+    /// A memory-to-memory device (a codec or a converter): its capture buffers are filled
+    /// from what is queued on its OUTPUT queue.
+    pub m2m: bool,
 }
 
 /// One buffer's state, from `VIDIOC_QUERYBUF` or `VIDIOC_DQBUF`.
@@ -135,11 +140,15 @@ impl Device {
         };
         let caps = cap.node_caps();
         let card = cap.card();
-        if caps & (sys::V4L2_CAP_VIDEO_M2M | sys::V4L2_CAP_VIDEO_M2M_MPLANE) != 0 {
-            return Err(Error::MemoryToMemory { path, card });
-        }
         let mut queues = Vec::new();
-        if caps & sys::V4L2_CAP_TOUCH == 0 {
+        let m2m = caps & (sys::V4L2_CAP_VIDEO_M2M | sys::V4L2_CAP_VIDEO_M2M_MPLANE) != 0;
+        if m2m {
+            queues.push(if caps & sys::V4L2_CAP_VIDEO_M2M != 0 {
+                QueueKind::SinglePlanar
+            } else {
+                QueueKind::MultiPlanar
+            });
+        } else if caps & sys::V4L2_CAP_TOUCH == 0 {
             if caps & sys::V4L2_CAP_VIDEO_CAPTURE != 0 {
                 queues.push(QueueKind::SinglePlanar);
             }
@@ -166,12 +175,23 @@ impl Device {
             ),
             caps,
             queues,
+            m2m,
         };
         Ok(Device { fd, info })
     }
 
-    /// The first /dev/video* node (in number order) that [`Device::open`] accepts.
+    /// The first /dev/video* node (in number order) that [`Device::open`] accepts and that
+    /// captures on its own (not a memory-to-memory device).
     pub fn find_capture() -> Result<PathBuf, Error> {
+        let (looked_at, found) = Device::find(|d| !d.info().m2m);
+        found
+            .map(|d| d.info.path)
+            .ok_or(Error::NoCaptureDevice { looked_at })
+    }
+
+    /// The first /dev/video* node (in number order) that opens and satisfies `wanted`, and
+    /// how many nodes there are.
+    pub fn find(mut wanted: impl FnMut(&Device) -> bool) -> (usize, Option<Device>) {
         let mut nodes: Vec<(u32, PathBuf)> = std::fs::read_dir("/dev")
             .map(|dir| {
                 dir.filter_map(|e| e.ok())
@@ -184,12 +204,11 @@ impl Device {
             })
             .unwrap_or_default();
         nodes.sort();
-        let looked_at = nodes.len();
-        nodes
-            .into_iter()
-            .find(|(_, path)| Device::open(path).is_ok())
-            .map(|(_, path)| path)
-            .ok_or(Error::NoCaptureDevice { looked_at })
+        let found = nodes
+            .iter()
+            .filter_map(|(_, path)| Device::open(path).ok())
+            .find(|d| wanted(d));
+        (nodes.len(), found)
     }
 
     /// What the node is.
@@ -203,7 +222,8 @@ impl Device {
     }
 
     /// The formats `queue` offers (`VIDIOC_ENUM_FMT`).
-    pub fn formats(&self, queue: QueueKind) -> Result<Vec<FormatDesc>, Error> {
+    pub fn formats(&self, queue: impl Into<Queue>) -> Result<Vec<FormatDesc>, Error> {
+        let queue = queue.into();
         let mut formats = Vec::new();
         for index in 0.. {
             let mut desc = sys::V4l2FmtDesc {
@@ -260,23 +280,25 @@ impl Device {
     }
 
     /// The current format of `queue` (`VIDIOC_G_FMT`).
-    pub fn format(&self, queue: QueueKind) -> Result<Format, Error> {
+    pub fn format(&self, queue: impl Into<Queue>) -> Result<Format, Error> {
+        let queue = queue.into();
         let mut f = sys::V4l2Format::new(queue.buf_type());
         sys::vidioc_g_fmt(self.fd.as_fd(), &mut f).map_err(self.io("VIDIOC_G_FMT"))?;
-        Ok(Format::from_sys(queue, &f))
+        Ok(Format::from_sys(queue.kind, &f))
     }
 
     /// Sets `queue`'s format to `fourcc` and, if given, `size` (`VIDIOC_S_FMT`); returns what
     /// the driver set, which may differ (drivers adjust to what they can do).
     pub fn set_format(
         &self,
-        queue: QueueKind,
+        queue: impl Into<Queue>,
         fourcc: FourCc,
         size: Option<(u32, u32)>,
     ) -> Result<Format, Error> {
+        let queue = queue.into();
         let mut f = sys::V4l2Format::new(queue.buf_type());
         sys::vidioc_g_fmt(self.fd.as_fd(), &mut f).map_err(self.io("VIDIOC_G_FMT"))?;
-        match queue {
+        match queue.kind {
             QueueKind::SinglePlanar => {
                 let pix = f.pix_mut();
                 pix.pixelformat = fourcc.0;
@@ -296,7 +318,7 @@ impl Device {
             }
         }
         match sys::vidioc_s_fmt(self.fd.as_fd(), &mut f) {
-            Ok(()) => Ok(Format::from_sys(queue, &f)),
+            Ok(()) => Ok(Format::from_sys(queue.kind, &f)),
             Err(Errno::BUSY) => Err(self.busy("VIDIOC_S_FMT")),
             Err(errno) => Err(self.io("VIDIOC_S_FMT")(errno)),
         }
@@ -306,7 +328,8 @@ impl Device {
     /// which also frees buffers this file allocated). Fails with [`Error::ExpbufUnsupported`]
     /// when the driver has no MMAP buffers, and [`Error::DeviceBusy`] when another file owns
     /// the queue.
-    pub fn buffer_caps(&self, queue: QueueKind) -> Result<u32, Error> {
+    pub fn buffer_caps(&self, queue: impl Into<Queue>) -> Result<u32, Error> {
+        let queue = queue.into();
         match self.reqbufs(queue, sys::V4L2_MEMORY_MMAP, 0) {
             Ok(req) => Ok(req.capabilities),
             Err(Errno::BUSY) => Err(self.busy("VIDIOC_REQBUFS")),
@@ -342,8 +365,8 @@ impl Device {
 
     /// Allocates `count` MMAP buffers on `queue` (`VIDIOC_REQBUFS`); returns how many the
     /// driver made. `count` 0 frees them.
-    pub fn allocate(&self, queue: QueueKind, count: u32) -> Result<u32, Error> {
-        match self.reqbufs(queue, sys::V4L2_MEMORY_MMAP, count) {
+    pub fn allocate(&self, queue: impl Into<Queue>, count: u32) -> Result<u32, Error> {
+        match self.reqbufs(queue.into(), sys::V4L2_MEMORY_MMAP, count) {
             Ok(req) => Ok(req.count),
             Err(Errno::BUSY) => Err(self.busy("VIDIOC_REQBUFS")),
             Err(errno) => Err(self.io("VIDIOC_REQBUFS")(errno)),
@@ -352,7 +375,7 @@ impl Device {
 
     fn reqbufs(
         &self,
-        queue: QueueKind,
+        queue: Queue,
         memory: u32,
         count: u32,
     ) -> rustix::io::Result<sys::V4l2RequestBuffers> {
@@ -367,19 +390,30 @@ impl Device {
     }
 
     /// Buffer `index`'s state; `planes` is the format's memory-plane count.
-    pub fn query(&self, queue: QueueKind, index: u32, planes: usize) -> Result<BufferState, Error> {
+    pub fn query(
+        &self,
+        queue: impl Into<Queue>,
+        index: u32,
+        planes: usize,
+    ) -> Result<BufferState, Error> {
+        let queue = queue.into();
         let mut buf = sys::V4l2Buffer::new(queue.buf_type(), sys::V4L2_MEMORY_MMAP, index);
-        let mut raw = plane_array(queue, planes);
+        let mut raw = plane_array(queue.kind, planes);
         sys::vidioc_querybuf(self.fd.as_fd(), &mut buf, &mut raw)
             .map_err(self.io("VIDIOC_QUERYBUF"))?;
-        Ok(buffer_state(queue, &buf, &raw))
+        Ok(buffer_state(queue.kind, &buf, &raw))
     }
 
     /// Exports memory plane `plane` of buffer `index` as a dma-buf (`VIDIOC_EXPBUF`); a driver
     /// that cannot gives [`Error::ExpbufUnsupported`].
-    pub fn export(&self, queue: QueueKind, index: u32, plane: u32) -> Result<OwnedFd, Error> {
-        sys::vidioc_expbuf(self.fd.as_fd(), queue.buf_type(), index, plane).map_err(|errno| {
-            match errno {
+    pub fn export(
+        &self,
+        queue: impl Into<Queue>,
+        index: u32,
+        plane: u32,
+    ) -> Result<OwnedFd, Error> {
+        sys::vidioc_expbuf(self.fd.as_fd(), queue.into().buf_type(), index, plane).map_err(
+            |errno| match errno {
                 Errno::NOTTY | Errno::INVAL => Error::ExpbufUnsupported {
                     path: self.info.path.clone(),
                     why: format!(
@@ -392,23 +426,50 @@ impl Device {
                     ),
                 },
                 errno => self.io("VIDIOC_EXPBUF")(errno),
-            }
-        })
+            },
+        )
     }
 
     /// Queues buffer `index` for the driver to fill (`VIDIOC_QBUF`).
-    pub fn queue_buffer(&self, queue: QueueKind, index: u32, planes: usize) -> Result<(), Error> {
+    pub fn queue_buffer(
+        &self,
+        queue: impl Into<Queue>,
+        index: u32,
+        planes: usize,
+    ) -> Result<(), Error> {
+        self.queue_filled(queue, index, planes, 0)
+    }
+
+    /// Queues buffer `index` holding `bytesused` bytes of input in its first memory plane
+    /// (an m2m device's OUTPUT queue: a bitstream chunk, or a frame to convert).
+    pub fn queue_filled(
+        &self,
+        queue: impl Into<Queue>,
+        index: u32,
+        planes: usize,
+        bytesused: u32,
+    ) -> Result<(), Error> {
+        let queue = queue.into();
         let mut buf = sys::V4l2Buffer::new(queue.buf_type(), sys::V4L2_MEMORY_MMAP, index);
-        let mut raw = plane_array(queue, planes);
+        let mut raw = plane_array(queue.kind, planes);
+        match raw.first_mut() {
+            Some(plane) => plane.bytesused = bytesused,
+            None => buf.bytesused = bytesused,
+        }
         sys::vidioc_qbuf(self.fd.as_fd(), &mut buf, &mut raw).map_err(self.io("VIDIOC_QBUF"))
     }
 
     /// Takes the next filled buffer, if one is ready (`VIDIOC_DQBUF` on the non-blocking fd).
-    pub fn dequeue(&self, queue: QueueKind, planes: usize) -> Result<Option<BufferState>, Error> {
+    pub fn dequeue(
+        &self,
+        queue: impl Into<Queue>,
+        planes: usize,
+    ) -> Result<Option<BufferState>, Error> {
+        let queue = queue.into();
         let mut buf = sys::V4l2Buffer::new(queue.buf_type(), sys::V4L2_MEMORY_MMAP, 0);
-        let mut raw = plane_array(queue, planes);
+        let mut raw = plane_array(queue.kind, planes);
         match sys::vidioc_dqbuf(self.fd.as_fd(), &mut buf, &mut raw) {
-            Ok(()) => Ok(Some(buffer_state(queue, &buf, &raw))),
+            Ok(()) => Ok(Some(buffer_state(queue.kind, &buf, &raw))),
             Err(Errno::AGAIN) => Ok(None),
             Err(errno) => Err(self.io("VIDIOC_DQBUF")(errno)),
         }
@@ -416,23 +477,71 @@ impl Device {
 
     /// Waits up to `timeout` for a filled buffer to be ready to dequeue (poll, POLLIN).
     pub fn wait_frame(&self, timeout: Duration) -> Result<bool, Error> {
+        Ok(self.poll(PollFlags::IN, timeout)?.contains(PollFlags::IN))
+    }
+
+    /// Waits up to `timeout` for any of `events` (POLLIN: a capture buffer is done; POLLOUT:
+    /// an OUTPUT buffer is; POLLPRI: an event is pending); what happened.
+    pub fn poll(&self, events: PollFlags, timeout: Duration) -> Result<PollFlags, Error> {
         let timeout = Timespec::try_from(timeout).unwrap_or(Timespec {
             tv_sec: i64::MAX,
             tv_nsec: 0,
         });
-        let mut fds = [PollFd::new(&self.fd, PollFlags::IN)];
+        let mut fds = [PollFd::new(&self.fd, events)];
         loop {
             match poll(&mut fds, Some(&timeout)) {
-                Ok(n) => return Ok(n > 0 && fds[0].revents().contains(PollFlags::IN)),
+                Ok(0) => return Ok(PollFlags::empty()),
+                Ok(_) => return Ok(fds[0].revents()),
                 Err(Errno::INTR) => continue,
                 Err(errno) => return Err(self.io("poll(video)")(errno)),
             }
         }
     }
 
+    /// Asks for events of `type_` (`V4L2_EVENT_*`; `VIDIOC_SUBSCRIBE_EVENT`).
+    pub fn subscribe(&self, type_: u32) -> Result<(), Error> {
+        sys::vidioc_subscribe_event(self.fd.as_fd(), type_)
+            .map_err(self.io("VIDIOC_SUBSCRIBE_EVENT"))
+    }
+
+    /// The next pending event's type, if one is pending (`VIDIOC_DQEVENT`).
+    pub fn next_event(&self) -> Result<Option<u32>, Error> {
+        match sys::vidioc_dqevent(self.fd.as_fd()) {
+            Ok(event) => Ok(Some(event.type_)),
+            Err(Errno::NOENT) => Ok(None),
+            Err(errno) => Err(self.io("VIDIOC_DQEVENT")(errno)),
+        }
+    }
+
+    /// Tells a stateful decoder to drain (`VIDIOC_DECODER_CMD`, `V4L2_DEC_CMD_STOP`): it
+    /// decodes what it was given and marks its last capture buffer `V4L2_BUF_FLAG_LAST`.
+    pub fn drain(&self) -> Result<(), Error> {
+        sys::vidioc_decoder_cmd(self.fd.as_fd(), sys::V4L2_DEC_CMD_STOP)
+            .map_err(self.io("VIDIOC_DECODER_CMD(STOP)"))
+    }
+
+    /// Maps buffer `index`'s first memory plane (MMAP memory) into this process, to write an
+    /// OUTPUT buffer's input or read a coded capture buffer.
+    pub fn map(&self, queue: impl Into<Queue>, index: u32) -> Result<Mapping, Error> {
+        let queue = queue.into();
+        let state = self.query(queue, index, 1)?;
+        let plane = state.planes.first().copied().unwrap_or(PlaneState {
+            length: 0,
+            bytesused: 0,
+            data_offset: 0,
+            mem_offset: 0,
+        });
+        Mapping::new(
+            self.fd.as_fd(),
+            plane.length as usize,
+            plane.mem_offset.into(),
+        )
+        .map_err(self.io("mmap(video buffer)"))
+    }
+
     /// Starts streaming `queue` (`VIDIOC_STREAMON`).
-    pub fn stream_on(&self, queue: QueueKind) -> Result<(), Error> {
-        match sys::vidioc_streamon(self.fd.as_fd(), queue.buf_type()) {
+    pub fn stream_on(&self, queue: impl Into<Queue>) -> Result<(), Error> {
+        match sys::vidioc_streamon(self.fd.as_fd(), queue.into().buf_type()) {
             Ok(()) => Ok(()),
             Err(Errno::BUSY) => Err(self.busy("VIDIOC_STREAMON")),
             Err(errno) => Err(self.io("VIDIOC_STREAMON")(errno)),
@@ -441,7 +550,8 @@ impl Device {
 
     /// Starts streaming `queue` until the returned guard is dropped (then `VIDIOC_STREAMOFF`,
     /// whatever path the caller leaves by).
-    pub fn stream(&self, queue: QueueKind) -> Result<Streaming<'_>, Error> {
+    pub fn stream(&self, queue: impl Into<Queue>) -> Result<Streaming<'_>, Error> {
+        let queue = queue.into();
         self.stream_on(queue)?;
         Ok(Streaming {
             device: self,
@@ -450,8 +560,8 @@ impl Device {
     }
 
     /// Stops streaming `queue`; every buffer comes back dequeued (`VIDIOC_STREAMOFF`).
-    pub fn stream_off(&self, queue: QueueKind) -> Result<(), Error> {
-        sys::vidioc_streamoff(self.fd.as_fd(), queue.buf_type())
+    pub fn stream_off(&self, queue: impl Into<Queue>) -> Result<(), Error> {
+        sys::vidioc_streamoff(self.fd.as_fd(), queue.into().buf_type())
             .map_err(self.io("VIDIOC_STREAMOFF"))
     }
 
@@ -471,7 +581,7 @@ impl Device {
 #[derive(Debug)]
 pub struct Streaming<'a> {
     device: &'a Device,
-    queue: QueueKind,
+    queue: Queue,
 }
 
 impl Drop for Streaming<'_> {

@@ -50,18 +50,122 @@ pub enum Error {
         /// What the node is, in words.
         kinds: String,
     },
-    /// A memory-to-memory device (a codec or a converter).
+    /// An encoder where a decoder (or a capture device) is expected.
     #[error(
-        "{} ({card}) is a memory-to-memory device (a codec or converter): its capture buffers \
-         are filled only from what is queued on its output side, which this checker does not \
-         feed; check the capture device that produces frames on its own",
-        .path.display()
+        "{} ({card}) is an encoder: its capture queue gives a coded bitstream ({}), not frames a \
+         compositor could show; {}",
+        .path.display(), FourCcList(.coded),
+        match .decoder {
+            Some(d) => format!("check its decoder, {}", d.display()),
+            None => "check a decoder or a capture device".to_owned(),
+        }
     )]
-    MemoryToMemory {
+    Encoder {
         /// The path asked for.
         path: PathBuf,
         /// The device's name.
         card: String,
+        /// What it encodes to.
+        coded: Vec<FourCc>,
+        /// The stateful decoder of the same driver, if the machine has one.
+        decoder: Option<PathBuf>,
+    },
+    /// A stateless (Request API) decoder: identified, not streamed.
+    #[error(
+        "{} ({card}) is a stateless decoder (its OUTPUT queue takes Request API requests{}); it \
+         decodes {}. A stateless decoder parses nothing itself: checking it needs a client that \
+         parses the bitstream and gives every frame's parameters (the codec's per-frame \
+         controls, e.g. V4L2_CID_STATELESS_FWHT_PARAMS or the H.264 SPS/PPS/slice controls) \
+         together with its OUTPUT buffer in a request allocated on the media device \
+         (MEDIA_IOC_REQUEST_ALLOC), and keeps the reference frames; this checker does not do \
+         that yet. Its capture buffers are vb2 buffers like a stateful decoder's: check the \
+         stateful decoder of the same driver, if there is one",
+        .path.display(),
+        match .media {
+            Some(m) => format!(", allocated on {}", m.display()),
+            None => String::new(),
+        },
+        FourCcList(.coded)
+    )]
+    StatelessDecoder {
+        /// The path asked for.
+        path: PathBuf,
+        /// The device's name.
+        card: String,
+        /// What it decodes.
+        coded: Vec<FourCc>,
+        /// Its media controller node.
+        media: Option<PathBuf>,
+    },
+    /// `--format` names a coded format the decoder does not decode.
+    #[error(
+        "{} does not decode {requested}; it decodes: {}",
+        .path.display(), FourCcList(.offered)
+    )]
+    CodedFormatNotOffered {
+        /// The path asked for.
+        path: PathBuf,
+        /// The coded format asked for.
+        requested: FourCc,
+        /// What its OUTPUT queue takes.
+        offered: Vec<FourCc>,
+    },
+    /// A decoder with no `--input` and no encoder on the machine to make a bitstream with.
+    #[error(
+        "{} ({card}) is a decoder, and this machine has no {coded} encoder of the same driver to \
+         make a stream with: give one with --input FILE (a {coded} elementary stream)",
+        .path.display()
+    )]
+    NoBitstream {
+        /// The path asked for.
+        path: PathBuf,
+        /// The device's name.
+        card: String,
+        /// The coded format.
+        coded: FourCc,
+    },
+    /// `--input` cannot be used.
+    #[error("--input {}: {why}", .file.display())]
+    Input {
+        /// The file.
+        file: PathBuf,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// The decoder never said it found the stream's format.
+    #[error(
+        "{} raised no source-change event within {waited_ms} ms, after being fed {fed_bytes} \
+         bytes of {input}: it found no {coded} stream header in them (garbage, another codec, or \
+         a stream cut before its first header)",
+        .path.display()
+    )]
+    NoSourceChange {
+        /// The path asked for.
+        path: PathBuf,
+        /// The coded format.
+        coded: FourCc,
+        /// How long it waited.
+        waited_ms: u64,
+        /// Bytes queued on the OUTPUT queue.
+        fed_bytes: u64,
+        /// The input, in words.
+        input: String,
+    },
+    /// The decoder's input ran out before the check had its frames.
+    #[error(
+        "{}: {input} ended after {decoded} decoded frame(s), before the {wanted} the check \
+         streams: the stream is truncated or short (give a longer one, or fewer --frames)",
+        .path.display()
+    )]
+    InputEnded {
+        /// The path asked for.
+        path: PathBuf,
+        /// The input, in words.
+        input: String,
+        /// Frames decoded.
+        decoded: u32,
+        /// Frames wanted.
+        wanted: u32,
     },
     /// `--format` names a format the capture queue does not offer.
     #[error(
@@ -174,7 +278,13 @@ impl Error {
             Error::NoCaptureDevice { .. } => "no-capture-device",
             Error::NotAVideoDevice { .. } => "not-a-video-device",
             Error::NoCaptureQueue { .. } => "no-capture-queue",
-            Error::MemoryToMemory { .. } => "memory-to-memory",
+            Error::Encoder { .. } => "encoder",
+            Error::StatelessDecoder { .. } => "stateless-decoder",
+            Error::CodedFormatNotOffered { .. } => "coded-format-not-offered",
+            Error::NoBitstream { .. } => "no-bitstream",
+            Error::Input { .. } => "input",
+            Error::NoSourceChange { .. } => "no-source-change",
+            Error::InputEnded { .. } => "input-ended",
             Error::FormatNotOffered { .. } => "format-not-offered",
             Error::SizeNotOffered { .. } => "size-not-offered",
             Error::ExpbufUnsupported { .. } => "expbuf-unsupported",
@@ -238,18 +348,18 @@ mod tests {
             op: "VIDIOC_REQBUFS",
         };
         assert!(e.to_string().contains("fuser -v /dev/video7"), "{e}");
-        let e = Error::MemoryToMemory {
+        let e = Error::Encoder {
             path: path.clone(),
-            card: "vim2m".into(),
+            card: "stateful-encoder".into(),
+            coded: vec!["FWHT".parse().unwrap()],
+            decoder: Some("/dev/video11".into()),
         };
-        assert!(
-            e.to_string().starts_with(
-                "/dev/video7 (vim2m) is a memory-to-memory device (a codec or converter): its \
-                 capture buffers are filled only from what is queued on its output side"
-            ),
-            "{e}"
+        assert_eq!(
+            e.to_string(),
+            "/dev/video7 (stateful-encoder) is an encoder: its capture queue gives a coded \
+             bitstream (FWHT), not frames a compositor could show; check its decoder, /dev/video11"
         );
-        assert_eq!(e.kind(), "memory-to-memory");
+        assert_eq!(e.kind(), "encoder");
         let e = Error::SizeNotOffered {
             path,
             fourcc: "YUYV".parse().unwrap(),

@@ -84,6 +84,42 @@ impl QueueKind {
     }
 }
 
+/// One buffer queue of a node: a capture queue, or a memory-to-memory device's OUTPUT queue
+/// (where the application hands the device its input: a bitstream, or frames to convert).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Queue {
+    /// Single- or multi-planar.
+    pub kind: QueueKind,
+    /// The OUTPUT side of a memory-to-memory device.
+    pub output: bool,
+}
+
+impl Queue {
+    /// `kind`'s OUTPUT queue.
+    pub const fn output(kind: QueueKind) -> Self {
+        Queue { kind, output: true }
+    }
+
+    /// The V4L2 buffer type.
+    pub const fn buf_type(self) -> u32 {
+        match (self.kind, self.output) {
+            (kind, false) => kind.buf_type(),
+            (QueueKind::SinglePlanar, true) => sys::V4L2_BUF_TYPE_VIDEO_OUTPUT,
+            (QueueKind::MultiPlanar, true) => sys::V4L2_BUF_TYPE_VIDEO_OUTPUT_MPLANE,
+        }
+    }
+}
+
+impl From<QueueKind> for Queue {
+    /// `kind`'s capture queue.
+    fn from(kind: QueueKind) -> Self {
+        Queue {
+            kind,
+            output: false,
+        }
+    }
+}
+
 impl fmt::Display for QueueKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
@@ -149,7 +185,7 @@ impl fmt::Display for FrameSize {
 }
 
 /// One memory plane of the format: what each buffer's plane `i` holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct MemoryPlaneFormat {
     /// Bytes per line.
     pub bytesperline: u32,

@@ -44,17 +44,20 @@ mod check;
 mod device;
 mod error;
 mod format;
+pub mod m2m;
 pub mod report;
 pub mod show;
 
 pub use check::{
-    check, BridgeView, BufferLayout, CheckOptions, FenceTally, ImportOutcome, Observations,
-    PlaneLayout, Progress, Report, StubCalibration,
+    check, check_source, BridgeView, BufferLayout, CheckOptions, FenceTally, ImportOutcome,
+    Observations, PlaneLayout, Progress, Report, StubCalibration,
 };
 pub use device::{BufferState, Device, DeviceInfo, PlaneState, Streaming};
 pub use error::Error;
 pub use format::{
-    BadFourCc, ColourPlane, Format, FormatDesc, FourCc, FrameSize, MemoryPlaneFormat, QueueKind,
+    BadFourCc, ColourPlane, Format, FormatDesc, FourCc, FrameSize, MemoryPlaneFormat, Queue,
+    QueueKind,
 };
+pub use m2m::{Drain, M2mInfo, M2mReport, M2mRole, Source};
 pub use report::{Finding, Severity, Verdict};
 pub use show::ShowOutcome;

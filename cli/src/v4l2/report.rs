@@ -434,6 +434,38 @@ impl fmt::Display for Report {
             d.version.2,
             d.bus_info
         )?;
+        if let Some(m) = &self.m2m {
+            writeln!(
+                f,
+                "m2m:      a {}; its OUTPUT queue ({}) was fed {}",
+                m.role.name(),
+                m.output_format,
+                m.input
+            )?;
+            if let Some(after) = m.source_change_after {
+                writeln!(
+                    f,
+                    "          source-change event after {} ms; capture queue set up from \
+                     VIDIOC_G_FMT then",
+                    after.as_millis()
+                )?;
+            }
+            match m.drain {
+                Some(d) => writeln!(
+                    f,
+                    "          drained (V4L2_DEC_CMD_STOP): {} more frame(s), {}; {} bytes fed \
+                     in all",
+                    d.frames,
+                    if d.last_seen {
+                        "the last flagged V4L2_BUF_FLAG_LAST"
+                    } else {
+                        "no buffer flagged V4L2_BUF_FLAG_LAST in time"
+                    },
+                    m.fed_bytes
+                )?,
+                None => writeln!(f, "          {} bytes fed in all", m.fed_bytes)?,
+            }
+        }
         for (queue, formats) in &self.offered {
             let list: Vec<String> = formats.iter().map(|f| f.fourcc.to_string()).collect();
             let head = format!("queue:    {queue} capture, formats");
@@ -691,6 +723,7 @@ mod tests {
                 version: (6, 12, 95),
                 caps: sys::V4L2_CAP_VIDEO_CAPTURE,
                 queues: vec![QueueKind::SinglePlanar],
+                m2m: false,
             },
             offered: vec![],
             format,
@@ -698,6 +731,7 @@ mod tests {
             bridge,
             findings,
             show: None,
+            m2m: None,
         }
     }
 

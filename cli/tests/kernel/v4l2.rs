@@ -32,7 +32,7 @@ fn options(format: &str) -> CheckOptions {
 
 /// What docs/kernel-facts.md says vivid does, asserted on one check: a non-fencing producer whose
 /// buffers export the stub while queued and after DQBUF, and that ignores imported fences.
-fn assert_non_fencing(report: &Report, what: &str) {
+pub(crate) fn assert_non_fencing(report: &Report, what: &str) {
     let k = kernel();
     let o = &report.observations;
     let why = format!("{what} on {}:\n{report}", k.release);
@@ -192,14 +192,14 @@ fn cli_reports_vivid_and_exits_1() {
 // ---------------------------------------------------------------------------------------------
 // Bad input: each case its typed error and a message that says what to do.
 
-fn check_err(path: &Path, options: &CheckOptions) -> Error {
+pub(crate) fn check_err(path: &Path, options: &CheckOptions) -> Error {
     match v4l2::check(path, options, |_| {}) {
         Ok(report) => panic!("{} should fail:\n{report}", path.display()),
         Err(e) => e,
     }
 }
 
-fn quick() -> CheckOptions {
+pub(crate) fn quick() -> CheckOptions {
     CheckOptions {
         frames: 2,
         import_check: false,
