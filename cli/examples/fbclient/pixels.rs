@@ -136,13 +136,14 @@ impl Drop for Buffer {
 }
 
 /// A shared read-write mapping of a whole dma-buf.
-struct Mapping {
+pub struct Mapping {
     ptr: *mut std::ffi::c_void,
     len: usize,
 }
 
 impl Mapping {
-    fn new(fd: BorrowedFd<'_>) -> Result<Mapping, WlError> {
+    /// Maps all of `fd` (a dma-buf opened read-write).
+    pub fn new(fd: BorrowedFd<'_>) -> Result<Mapping, WlError> {
         let len = rustix::fs::seek(fd, rustix::fs::SeekFrom::End(0))
             .map_err(|e| WlError::new("io", format!("dma-buf size: {e}")))?
             as usize;
@@ -158,7 +159,7 @@ impl Mapping {
                 0,
             )
         }
-        .map_err(|e| WlError::new("io", format!("mmap of a vgem dma-buf: {e}")))?;
+        .map_err(|e| WlError::new("io", format!("mmap of a dma-buf: {e}")))?;
         Ok(Mapping { ptr, len })
     }
 
@@ -175,7 +176,8 @@ impl Mapping {
         };
     }
 
-    fn bytes_mut(&mut self) -> &mut [u8] {
+    /// The mapped bytes, to write.
+    pub fn bytes_mut(&mut self) -> &mut [u8] {
         // SAFETY: `ptr` maps `len` writable bytes until Drop, and the `&mut self` borrow makes
         // this the only slice of it in this process. The compositor may read the pages at the
         // same time (that is the point of the test); plain bytes have no invalid values.
