@@ -350,10 +350,15 @@ pub fn run(
     };
     player.session.client.check_buffers()?;
 
-    // The window's first frame maps it (no GPU job: nothing to wait for yet).
+    // The window's first frame maps it (no GPU job: nothing to wait for yet). Every buffer
+    // starts with it, as a GPU client clears what it allocates: a window frame shown before
+    // its GPU job (without the bridge) is then stale, not a black hole the window cannot be
+    // found by.
     let ui_colour = |u: u32| colour(common.tag, u);
+    for buffer in &mut player.session.buffers {
+        buffer.fill(ui_colour(0));
+    }
     let index = player.session.released_buffer(ANSWER_TIMEOUT)?;
-    player.session.buffers[index].fill(ui_colour(0));
     player.session.commit(index, UI_FRAME)?;
     player.frame_done(UI_FRAME, ANSWER_TIMEOUT)?;
     let mut ui_frames = 1;
