@@ -245,7 +245,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let timer_run = run.clone();
     event_loop
         .handle()
-        .insert_source(Timer::from_duration(frame), move |_, _, state| {
+        .insert_source(Timer::from_duration(frame), move |deadline, _, state| {
             let run = &mut *timer_run.borrow_mut();
             screen::start_frame(state);
             let late = run
@@ -255,7 +255,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 run.signal.stop();
                 return TimeoutAction::Drop;
             }
-            TimeoutAction::ToDuration(frame)
+            TimeoutAction::ToInstant(screen::next_tick(deadline, Instant::now(), frame))
         })?;
 
     // Replies go out after every dispatch.

@@ -1,7 +1,8 @@
 //! What the compositor says at the end: per client, its command, how it ended, how many of its
-//! frames were shown, and what fencebridge saw (sync path per commit, waits, whether its
-//! producers fence and which of its surfaces do not, deferred releases). As text, and as JSON
-//! for the tests and the demo.
+//! frames were shown (and, per surface with buffers, how many it committed and how many were
+//! shown: a player's video subsurface apart from its window), and what fencebridge saw (sync
+//! path per commit, waits, whether its producers fence and which of its surfaces do not,
+//! deferred releases). As text, and as JSON for the tests and the demo.
 
 use std::fmt;
 use std::process::{Child, ExitStatus};
@@ -32,6 +33,8 @@ struct ClientLine {
     command: Option<String>,
     exit: Option<String>,
     shown: u64,
+    /// Its surfaces that had buffers, by protocol id: (id, role, committed, shown).
+    surfaces: Vec<(u32, &'static str, u64, u64)>,
     bridge: Option<fencebridge::wayland::ClientReport>,
 }
 
@@ -56,11 +59,20 @@ impl Report {
                 let spawned = spawned
                     .iter()
                     .find(|s| pid.is_some_and(|pid| s.child.id() as i32 == pid));
+                let mut surfaces: Vec<_> = state
+                    .screen
+                    .surfaces
+                    .values()
+                    .filter(|s| s.client == *id)
+                    .map(|s| (s.protocol_id, s.role, s.committed, s.shown))
+                    .collect();
+                surfaces.sort_unstable();
                 ClientLine {
                     pid,
                     command: spawned.map(|s| s.command.clone()),
                     exit: spawned.and_then(|s| s.exit).map(|e| e.to_string()),
                     shown,
+                    surfaces,
                     bridge,
                 }
             })
@@ -74,6 +86,7 @@ impl Report {
                     command: Some(s.command.clone()),
                     exit: s.exit.map(|e| e.to_string()),
                     shown: 0,
+                    surfaces: Vec::new(),
                     bridge: None,
                 });
             }
@@ -97,6 +110,12 @@ impl Report {
                     "command": c.command,
                     "exit": c.exit,
                     "frames_shown": c.shown,
+                    "surfaces": c.surfaces.iter().map(|&(id, role, committed, shown)| json!({
+                        "surface": format!("wl_surface@{id}"),
+                        "role": role,
+                        "committed": committed,
+                        "shown": shown,
+                    })).collect::<Vec<_>>(),
                 });
                 if let Some(r) = &c.bridge {
                     let commits: serde_json::Map<String, Value> = r
@@ -147,6 +166,14 @@ impl fmt::Display for Report {
                 write!(f, ", {exit}")?;
             }
             writeln!(f)?;
+            if c.surfaces.len() > 1 {
+                for (id, role, committed, shown) in &c.surfaces {
+                    writeln!(
+                        f,
+                        "  wl_surface@{id} ({role}): {committed} buffers committed, {shown} shown"
+                    )?;
+                }
+            }
             let Some(r) = &c.bridge else {
                 continue;
             };

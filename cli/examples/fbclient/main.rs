@@ -34,6 +34,22 @@
 //!     frame's colour. pending_at_ready: captures whose buffer still had a fence pending at
 //!     `ready` (the compositor's copy was under way); max_wait_ms: the longest wait for it.
 //!     -> fbclient capture: frames=N stale=S pending_at_ready=P max_wait_ms=W max_frame_ms=M
+//! fbclient video-over-ui [--frames N=60] [--interval-ms I=33] [--ui-every E=10]
+//!         [--delay-ms D=200] [--tag T=0] [--size WxH=128x128]
+//!     A player's window: the toplevel drawn by the "GPU" (a vgem write fence pending for D ms
+//!     after each commit, a window frame every E video frames once the last is shown), a
+//!     desynchronised subsurface in its middle half showing "video" (CPU-filled udmabuf or
+//!     dma-heap buffers, never fenced, 48x32 scaled by wp_viewporter) every I ms. After each
+//!     video frame callback the output is captured: stale if the frame's four quadrants do
+//!     not fill exactly the viewport's rectangle at the subsurface's place; ui_stale if a
+//!     window frame's colour does not fill the window around it.
+//!     -> fbclient video-over-ui: frames=N stale=S max_frame_ms=M ui_frames=U ui_stale=V
+//!        max_ui_frame_ms=X video_memory=udmabuf|dma-heap
+//! fbclient single-pixel [--frames N=10] [--tag T=0] [--size WxH=128x128]
+//!     wp_single_pixel_buffer_manager_v1: each frame a one-pixel buffer of its colour that
+//!     wp_viewporter stretches over the window; stale unless exactly width×height output
+//!     pixels have the colour.
+//!     -> fbclient single-pixel: frames=N stale=S max_frame_ms=M
 //! fbclient stuck [--explicit] [--seconds S=5] [--tag T=0] [--size WxH=128x128]
 //!     One good frame, then one whose acquire never signals (a vgem write fence, or an
 //!     acquire point with --explicit); stays connected S seconds. shown: frame callbacks
@@ -62,7 +78,10 @@ mod presentation;
 mod screencast;
 mod session;
 mod shm;
+mod single_pixel;
 mod stuck;
+mod tree;
+mod video;
 // The Wayland client plumbing `fencebridge v4l2 --show` uses too.
 use fencebridge_cli::wlclient;
 
@@ -130,6 +149,33 @@ enum Mode {
         common: Common,
         /// Frames to show and capture.
         #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=65535))]
+        frames: u32,
+    },
+    /// A player's window: a GPU-drawn toplevel with a desynchronised video subsurface
+    /// (CPU-filled dma-bufs that never fence) scaled by wp_viewporter.
+    VideoOverUi {
+        #[command(flatten)]
+        common: Common,
+        /// Video frames to commit.
+        #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u32).range(1..=i64::from(video::MAX_FRAMES)))]
+        frames: u32,
+        /// The video's frame interval, in ms.
+        #[arg(long, default_value_t = 33)]
+        interval_ms: u64,
+        /// A window frame every this many video frames (once the last one is shown).
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+        ui_every: u32,
+        /// How long the "GPU" draws each window frame after its commit, in ms.
+        #[arg(long, default_value_t = 200)]
+        delay_ms: u64,
+    },
+    /// wp_single_pixel_buffer_manager_v1: a window of one colour per frame, stretched by
+    /// wp_viewporter.
+    SinglePixel {
+        #[command(flatten)]
+        common: Common,
+        /// Frames (colours) to show.
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=256))]
         frames: u32,
     },
     /// A good frame, then one whose acquire never signals; stays connected.
@@ -236,6 +282,25 @@ fn main() -> ExitCode {
             shm::run(common, *frames, Duration::from_millis(*interval_ms)),
         ),
         Mode::Capture { common, frames } => ("capture", screencast::run(common, *frames)),
+        Mode::VideoOverUi {
+            common,
+            frames,
+            interval_ms,
+            ui_every,
+            delay_ms,
+        } => (
+            "video-over-ui",
+            video::run(
+                common,
+                *frames,
+                Duration::from_millis(*interval_ms),
+                *ui_every,
+                Duration::from_millis(*delay_ms),
+            ),
+        ),
+        Mode::SinglePixel { common, frames } => {
+            ("single-pixel", single_pixel::run(common, *frames))
+        }
         Mode::Stuck {
             common,
             explicit,

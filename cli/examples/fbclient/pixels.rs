@@ -136,7 +136,7 @@ impl Drop for Buffer {
 }
 
 /// A shared read-write mapping of a whole dma-buf.
-fn map_whole(fd: BorrowedFd<'_>) -> Result<Mapping, WlError> {
+pub fn map_whole(fd: BorrowedFd<'_>) -> Result<Mapping, WlError> {
     let len = rustix::fs::seek(fd, rustix::fs::SeekFrom::End(0))
         .map_err(|e| WlError::new("io", format!("dma-buf size: {e}")))? as usize;
     Mapping::new(fd, len, 0).map_err(|e| WlError::new("io", format!("mmap of a vgem dma-buf: {e}")))

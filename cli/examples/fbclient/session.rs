@@ -99,11 +99,18 @@ impl<B: Attachable> Session<B> {
     pub fn released_buffer(&mut self, timeout: Duration) -> Result<usize, WlError> {
         let deadline = Instant::now() + timeout;
         loop {
-            for i in self.client.state.released.drain(..) {
-                if let Some(r) = self.released.get_mut(i) {
-                    *r = true;
-                }
-            }
+            // Releases of buffers this session did not make (another surface's) stay queued.
+            let released = &mut self.released;
+            self.client
+                .state
+                .released
+                .retain(|&i| match released.get_mut(i) {
+                    Some(r) => {
+                        *r = true;
+                        false
+                    }
+                    None => true,
+                });
             if let Some(i) = self.released.iter().position(|&r| r) {
                 return Ok(i);
             }
@@ -118,8 +125,9 @@ impl<B: Attachable> Session<B> {
                     ),
                 ));
             }
+            let count = self.released.len();
             self.client
-                .dispatch_until(left, |s| !s.released.is_empty())?;
+                .dispatch_until(left, |s| s.released.iter().any(|&i| i < count))?;
         }
     }
 

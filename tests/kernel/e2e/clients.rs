@@ -255,3 +255,127 @@ fn read_fence_published_without_renderer_help() {
     );
     assert_eq!(run.client("fbclient")["read_fences_published"], 0);
 }
+
+/// The surfaces of `client`'s report entry, by role: (committed, shown) for each.
+fn surfaces(client: &serde_json::Value) -> Vec<(String, u64, u64)> {
+    client["surfaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["role"].as_str().unwrap().to_owned(),
+                s["committed"].as_u64().unwrap(),
+                s["shown"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// A player's window as mpv or a browser builds it: the toplevel drawn by the "GPU" (vgem
+/// buffers committed while their write fence is pending for 200 ms) and, in its middle half,
+/// a desynchronised video subsurface of CPU-filled dma-bufs that never fence (udmabuf), 48×32
+/// scaled to 160×120 by wp_viewporter, a frame every 33 ms. The client captures the output
+/// after every frame callback: each video frame must fill exactly the viewport's rectangle at
+/// the subsurface's position, each window frame the window around it. The compositor's report
+/// must show both surfaces, every buffer of each, and the window's commits held for their
+/// fences — while the video, which has no fence, is not held behind its parent's.
+#[test]
+fn e2e_video_subsurface_over_a_gpu_drawn_window() {
+    let dir = scratch("video-over-ui");
+    let run = nested(
+        &dir,
+        90,
+        &[],
+        &[fbclient(
+            "video-over-ui --size 320x240 --frames 60 --interval-ms 33 --ui-every 10 \
+             --delay-ms 200",
+        )],
+    );
+    let result = run.fbclient("video-over-ui");
+    assert_eq!(
+        ["frames", "stale", "ui_stale"].map(|key| count(&result, key)),
+        [60, 0, 0],
+        "{}",
+        run.stdout
+    );
+    let ui_frames = count(&result, "ui_frames");
+    assert!(ui_frames >= 3, "{ui_frames} window frames:\n{}", run.stdout);
+    // A video frame held until its parent's GPU job ended would take 200 ms or more.
+    let slowest = count(&result, "max_frame_ms");
+    assert!(
+        slowest < 200,
+        "a video frame took {slowest} ms: held behind the window's fence?\n{}",
+        run.stdout
+    );
+    let client = run.client("fbclient");
+    // The window's first frame (no GPU job) and each judged one; the video's 60.
+    assert_eq!(
+        surfaces(client),
+        [
+            ("xdg_toplevel".to_owned(), ui_frames + 1, ui_frames + 1),
+            ("subsurface".to_owned(), 60, 60)
+        ],
+        "{}",
+        run.stdout
+    );
+    let waited = client["commits"]["implicit, waited for the snapshot"]
+        .as_u64()
+        .unwrap_or(0);
+    assert!(
+        waited >= ui_frames,
+        "only {waited} commits were held for {ui_frames} window frames:\n{}",
+        run.stdout
+    );
+}
+
+/// The same player against the compositor without the bridge: each window frame is shown
+/// while its GPU job is still drawing it, and the capture after its frame callback finds the
+/// window's old colour around the video — the proof that the window's check can fail. The
+/// video, CPU-written before its commit, is still right.
+#[test]
+fn e2e_without_the_bridge_the_gpu_drawn_window_is_stale_around_the_video() {
+    let dir = scratch("video-over-ui-no-bridge");
+    let run = nested(
+        &dir,
+        90,
+        &["--no-bridge"],
+        &[fbclient(
+            "video-over-ui --size 320x240 --frames 60 --interval-ms 33 --ui-every 10 \
+             --delay-ms 200",
+        )],
+    );
+    let result = run.fbclient("video-over-ui");
+    assert_eq!(
+        ["frames", "stale"].map(|key| count(&result, key)),
+        [60, 0],
+        "{}",
+        run.stdout
+    );
+    let (ui_frames, ui_stale) = (count(&result, "ui_frames"), count(&result, "ui_stale"));
+    assert!(
+        ui_frames >= 3 && ui_stale == ui_frames,
+        "{ui_stale} of {ui_frames} window frames stale without the bridge:\n{}",
+        run.stdout
+    );
+}
+
+/// wp_single_pixel_buffer_manager_v1, stretched by wp_viewporter: each of ten frames is one
+/// pixel of its own colour, and exactly the window's 200×100 output pixels must show it.
+#[test]
+fn e2e_single_pixel_buffers_fill_the_window() {
+    let dir = scratch("single-pixel");
+    let run = nested(
+        &dir,
+        60,
+        &[],
+        &[fbclient("single-pixel --frames 10 --size 200x100")],
+    );
+    let result = run.fbclient("single-pixel");
+    assert_eq!(
+        ["frames", "stale"].map(|key| count(&result, key)),
+        [10, 0],
+        "{}",
+        run.stdout
+    );
+}
