@@ -160,6 +160,7 @@ pub fn show_v4l2(test: &str, device: &Path, extra: &[&str], bridge: bool) -> (Va
     let run = run(Command::new(built("nested")), &dir, 60, &args, &[client]);
     let json: Value = serde_json::from_slice(&std::fs::read(dir.join("show.json")).unwrap())
         .unwrap_or_else(|e| panic!("the checker's JSON: {e}\n{}", run.stdout));
+    assert!(json["show"].is_object(), "{json:#}\n{}", run.stdout);
     (json["show"].clone(), run.client("sh").clone())
 }
 

@@ -26,11 +26,11 @@ use wayland_protocols::wp::viewporter::client::{
 
 use crate::capture::{Image, Screencopy};
 use crate::pixels::{colour, count_colour, map_whole, XRGB8888};
-use fencebridge_cli::mapping::Mapping;
 use crate::session::Session;
 use crate::tree::{self, Tree};
 use crate::wlclient::{Client, State, WlError, ANSWER_TIMEOUT};
 use crate::{Common, FrameStats};
+use fencebridge_cli::mapping::Mapping;
 
 /// The video's own buffer size: small, and of another aspect than its place, so that it is
 /// shown right only if the compositor scales it as the viewport says.

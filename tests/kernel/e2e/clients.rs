@@ -327,6 +327,16 @@ fn e2e_video_subsurface_over_a_gpu_drawn_window() {
         "only {waited} commits were held for {ui_frames} window frames:\n{}",
         run.stdout
     );
+    // Classified per surface: the window fences, its video subsurface does not, so the video's
+    // buffers (and only those) are given back after the compositor's reads.
+    let non_fencing = client["non_fencing_surfaces"].as_array().unwrap();
+    assert_eq!(non_fencing.len(), 1, "{}", run.stdout);
+    let deferred = client["releases_deferred"].as_u64().unwrap();
+    assert!(
+        (1..=60).contains(&deferred),
+        "{deferred} releases deferred:\n{}",
+        run.stdout
+    );
 }
 
 /// The same player against the compositor without the bridge: each window frame is shown
