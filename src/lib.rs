@@ -6,12 +6,14 @@
 //!
 //! The layers, lowest first (a lower one never uses a higher one):
 //! - [`sys`]: the raw uAPI (the only place that issues ioctls);
-//! - [`fence`]: sync_files, fence classification (pending / signalled / the kernel's stub),
-//!   dma-buf export/import over a buffer's planes;
-//! - [`device`], [`timeline`]: DRM nodes and syncobj timelines;
+//! - [`device`]: DRM nodes;
+//! - [`producer`]: dma-buf producers (dma-heap, udmabuf, vgem), for the stub's calibration,
+//!   the capability probe, tools and tests;
+//! - [`fence`]: sync_files, fence classification (pending / signalled / the kernel's stub,
+//!   calibrated on a fresh producer dma-buf), dma-buf export/import over a buffer's planes;
+//! - [`timeline`]: syncobj timelines;
 //! - [`caps`]: what this machine supports, with reasons;
 //! - [`source`]: calloop event sources for fences and timeline points;
-//! - [`producer`]: dma-buf producers (dma-heap, udmabuf, vgem) for calibration, tools and tests;
 //! - [`bridge`]: the policy, pure and host-tested: what each commit waits for, hands on,
 //!   publishes and how it is released;
 //! - `wayland` (feature `smithay`): the smithay integration, executing `bridge`'s plans.

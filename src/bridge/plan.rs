@@ -70,6 +70,17 @@ pub enum SyncMode {
 }
 
 impl SyncMode {
+    /// The mode of a commit that set `acquire` and `release` (each, or neither): the one place a
+    /// `SyncMode` is built from points.
+    pub fn from_points(acquire: Option<TimelinePoint>, release: Option<TimelinePoint>) -> Self {
+        match (acquire, release) {
+            (Some(acquire), Some(release)) => SyncMode::Explicit { acquire, release },
+            (Some(acquire), None) => SyncMode::AcquireOnly(acquire),
+            (None, Some(release)) => SyncMode::ReleaseOnly(release),
+            (None, None) => SyncMode::Implicit,
+        }
+    }
+
     /// The mode with every point 0 dropped: the commit is then planned as if the client had
     /// not set that point.
     ///
@@ -89,15 +100,10 @@ impl SyncMode {
     /// is a plain u64); the bridge counts it per client and logs it once.
     pub fn without_point_zero(self) -> SyncMode {
         let nonzero = |p: TimelinePoint| (p.value != 0).then_some(p);
-        match (
+        SyncMode::from_points(
             self.acquire_point().and_then(nonzero),
             self.release_point().and_then(nonzero),
-        ) {
-            (Some(acquire), Some(release)) => SyncMode::Explicit { acquire, release },
-            (Some(acquire), None) => SyncMode::AcquireOnly(acquire),
-            (None, Some(release)) => SyncMode::ReleaseOnly(release),
-            (None, None) => SyncMode::Implicit,
-        }
+        )
     }
 
     /// Whether the client set a point 0 (see [`SyncMode::without_point_zero`]).

@@ -395,13 +395,10 @@ pub fn resolve_commit(
             })?;
         }
     }
-    let mode = match (acquire, release) {
-        (Some(acquire), Some(release)) => SyncMode::Explicit { acquire, release },
-        (Some(acquire), None) => SyncMode::AcquireOnly(acquire),
-        (None, Some(release)) => SyncMode::ReleaseOnly(release),
-        (None, None) => SyncMode::Implicit,
-    };
-    Ok(CommitSync { mode, tolerated })
+    Ok(CommitSync {
+        mode: SyncMode::from_points(acquire, release),
+        tolerated,
+    })
 }
 
 #[cfg(test)]
