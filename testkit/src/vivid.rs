@@ -60,22 +60,3 @@ pub fn vivid_capture(n: u32) -> PathBuf {
         sys::V4L2_CAP_VIDEO_CAPTURE | sys::V4L2_CAP_VIDEO_CAPTURE_MPLANE,
     )
 }
-
-/// Leaves the single-planar capture node at `path` in YUYV 640×480 with lines padded to twice
-/// their length, as a client that asked for a `bytesperline` leaves it (vivid keeps it, and
-/// GStreamer and Weston's V4L2 client pass one back): what the next client finds with G_FMT.
-/// Returns the padded `bytesperline`.
-pub fn leave_padded_lines(path: &std::path::Path) -> u32 {
-    let file = std::fs::File::open(path).unwrap();
-    let mut f = sys::V4l2Format::new(sys::V4L2_BUF_TYPE_VIDEO_CAPTURE);
-    sys::vidioc_g_fmt(file.as_fd(), &mut f).unwrap();
-    let pix = f.pix_mut();
-    pix.pixelformat = u32::from_le_bytes(*b"YUYV");
-    (pix.width, pix.height) = (640, 480);
-    pix.bytesperline = 640 * 2 * 2;
-    pix.sizeimage = 0;
-    sys::vidioc_s_fmt(file.as_fd(), &mut f).unwrap();
-    let mut now = sys::V4l2Format::new(sys::V4L2_BUF_TYPE_VIDEO_CAPTURE);
-    sys::vidioc_g_fmt(file.as_fd(), &mut now).unwrap();
-    now.pix_mut().bytesperline
-}

