@@ -170,9 +170,10 @@ fn e2e_gstreamer_waylandsink_shows_videotestsrc() {
 /// the zero-copy frames reach the bridge as vivid's own buffers: non-fencing.
 fn vivid(io_mode: &str) -> Run {
     let device = vivid_capture(0);
+    // 30 fps: vivid keeps the frame rate a client set, and v4l2src asks for the fastest it has.
     let pipeline = format!(
         "v4l2src device={} io-mode={io_mode} num-buffers=150 ! \
-         video/x-raw,format=BGRx,width=640,height=480 ! waylandsink",
+         video/x-raw,format=BGRx,width=640,height=480,framerate=30/1 ! waylandsink",
         device.display()
     );
     let run = gst(&format!("gst-vivid-{io_mode}"), &pipeline);
