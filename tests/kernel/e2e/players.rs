@@ -1,14 +1,11 @@
 //! Players and apps nobody here wrote, as a user runs them against the reference compositor:
 //! GStreamer's `waylandsink` (the video in a subsurface scaled with wp_viewporter over a black
-//! toplevel, paced on frame callbacks) fed by `videotestsrc` (wl_shm) and by vivid through
-//! `v4l2src` (copied into wl_shm with `io-mode=mmap`, zero-copy through linux-dmabuf with
-//! `io-mode=dmabuf`), and Weston's simple clients (wl_shm, and EGL on Mesa's software
-//! rasteriser). Each is judged by the frames the compositor showed against the frames the
+//! toplevel, paced on frame callbacks) fed by `videotestsrc` (wl_shm), and Weston's simple
+//! clients (wl_shm, and EGL on Mesa's software rasteriser). Each is judged by the frames the compositor showed against the frames the
 //! client committed, and by a grim screenshot taken while it plays.
 
 use super::{nested, read_png, scratch, script, Run};
 use crate::support::kernel;
-use fencebridge_testkit::vivid::vivid_capture;
 
 /// GStreamer's plugin registry must be writable (the guest sees the host read-only); one file
 /// for the whole boot, so only the first pipeline pays for the plugin scan.
@@ -161,70 +158,6 @@ fn e2e_gstreamer_waylandsink_shows_videotestsrc() {
         "{}: no test pattern on screen",
         k.release
     );
-}
-
-/// vivid through `v4l2src` into `waylandsink`, copied (`io-mode=mmap`: GStreamer copies each
-/// frame into a wl_shm buffer) and zero-copy (`io-mode=dmabuf` with BGRx, which waylandsink
-/// also takes in system memory, so GStreamer 1.22 negotiates it and hands vivid's dma-bufs to
-/// linux-dmabuf). What was committed is shown, the screenshot shows vivid's colour bars, and
-/// the zero-copy frames reach the bridge as vivid's own buffers: non-fencing.
-fn vivid(io_mode: &str) -> Run {
-    let device = vivid_capture(0);
-    // 30 fps: vivid keeps the frame rate a client set, and v4l2src asks for the fastest it has.
-    let pipeline = format!(
-        "v4l2src device={} io-mode={io_mode} num-buffers=150 ! \
-         video/x-raw,format=BGRx,width=640,height=480,framerate=30/1 ! waylandsink",
-        device.display()
-    );
-    let run = gst(&format!("gst-vivid-{io_mode}"), &pipeline);
-    let player = player(&run);
-    let shown = player["frames_shown"].as_u64().unwrap();
-    let commits = &player["commits"];
-    let committed: u64 = [
-        "shm",
-        "implicit, ready",
-        "implicit, waited for the snapshot",
-    ]
-    .iter()
-    .filter_map(|path| commits[path].as_u64())
-    .sum();
-    assert!(shown >= 10, "only {shown} frames shown:\n{}", run.stdout);
-    // The black toplevel is committed once and shown once too.
-    assert!(
-        shown * 10 >= committed * 9,
-        "{shown} of {committed} committed frames shown:\n{}",
-        run.stdout
-    );
-    // Below vivid's text overlay, which covers the top left.
-    assert!(
-        bars_shown(&run, 8, 7),
-        "vivid's bars not on screen: {:?}",
-        screenshots(&run)
-            .iter()
-            .map(|shot| (window(shot), window(shot).map(|_| bars(shot, 8, 7))))
-            .collect::<Vec<_>>()
-    );
-    run
-}
-
-#[test]
-fn e2e_gstreamer_v4l2src_copied_into_shm_is_shown() {
-    let run = vivid("mmap");
-    let player = player(&run);
-    assert!(
-        player["commits"]["shm"].as_u64().unwrap() >= 10,
-        "{}",
-        run.stdout
-    );
-}
-
-#[test]
-fn e2e_gstreamer_v4l2src_dmabuf_zero_copy_is_shown_non_fencing() {
-    let run = vivid("dmabuf");
-    let player = player(&run);
-    let dmabuf = player["commits"]["implicit, ready"].as_u64().unwrap_or(0);
-    assert!(dmabuf >= 10, "no zero-copy commits:\n{}", run.stdout);
-    assert_eq!(player["producer"], "NonFencing", "{}", run.stdout);
 }
 
 /// Weston's simple clients: wl_shm (`weston-simple-shm`) and EGL on Mesa's software
