@@ -16,6 +16,7 @@
 use std::collections::BTreeMap;
 use std::env;
 use std::fs::{self, File};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -322,6 +323,16 @@ fn boot(
         .arg(virtfs(Path::new("/"), "hostroot", true)?);
     if let Some(share) = share {
         qemu.arg("-virtfs").arg(virtfs(share, "share", false)?);
+    }
+    // SAFETY: the closure runs in the forked child before exec and only makes one prctl
+    // system call, which is async-signal-safe: it allocates nothing and takes no lock.
+    unsafe {
+        // A killed xtask (a timeout, ^C, a helper's kill) must not leave an emulated guest
+        // running on its own, holding CPU that the next run measures with.
+        qemu.pre_exec(|| {
+            rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
+                .map_err(std::io::Error::from)
+        });
     }
     let start = Instant::now();
     let mut child = qemu
