@@ -14,7 +14,7 @@ use std::fmt;
 use std::os::fd::AsFd;
 use std::path::PathBuf;
 
-use drm::DriverCapability;
+use crate::sys::drm::DriverCapability;
 
 use crate::device::{DrmNode, DRI_DIR};
 use crate::fence::{dmabuf, Access, StubSignature, SyncFile};
