@@ -215,9 +215,19 @@ impl Drop for OwnedSyncobj {
     }
 }
 
-/// Point 0 is not a timeline point: on a timeline syncobj it means "replace the whole fence".
+/// Whether `value` names a point on a timeline: the one place that says 0 does not. To the
+/// kernel, point 0 of a timeline syncobj is the whole syncobj: waiting for it waits for the
+/// fence the timeline has last (forever on a fresh one), signalling it replaces the timeline's
+/// fence and so breaks every other point. Every call here refuses it
+/// ([`Error::InvalidPoint`]); the bridge plans a client's point 0 as no point
+/// (`bridge::plan::SyncMode::without_point_zero`).
+pub const fn names_a_point(value: u64) -> bool {
+    value != 0
+}
+
+/// Refuses what [`names_a_point`] says is no point.
 fn check_point(point: u64) -> Result<()> {
-    if point == 0 {
+    if !names_a_point(point) {
         return Err(Error::InvalidPoint {
             point,
             reason: "0 is not a timeline point",

@@ -106,6 +106,11 @@ impl TimelinePoint {
             value,
         }
     }
+
+    /// Whether it is a point at all (0 is not: [`crate::timeline::names_a_point`]).
+    pub const fn names_a_point(&self) -> bool {
+        crate::timeline::names_a_point(self.value)
+    }
 }
 
 impl fmt::Display for TimelinePoint {

@@ -84,12 +84,10 @@ impl SyncMode {
     /// The mode with every point 0 dropped: the commit is then planned as if the client had
     /// not set that point.
     ///
-    /// Point 0 is not a point on a timeline. In a Vulkan timeline semaphore (where WSI takes
-    /// its points from) 0 is the initial value, reached before anything is submitted, so a
-    /// client that sets it asks for no synchronisation at all; in the kernel, point 0 of a
-    /// timeline syncobj names the whole syncobj instead: waiting for it waits for whatever
-    /// fence the timeline has last (forever on a fresh one), and signalling it replaces the
-    /// timeline's fence, which breaks every other point the client waits for. So:
+    /// Point 0 is not a point on a timeline ([`TimelinePoint::names_a_point`] says which are,
+    /// and why to the kernel 0 is none). In a Vulkan timeline semaphore (where WSI takes its
+    /// points from) 0 is the initial value, reached before anything is submitted, so a client
+    /// that sets it asks for no synchronisation at all. So:
     /// - an acquire point 0 is not waited for: the buffer is acquired like an implicit
     ///   client's, from a snapshot of its dma-buf's fences (a driver that fences implicitly is
     ///   still waited for; otherwise the client gets what it asked for);
@@ -99,7 +97,7 @@ impl SyncMode {
     /// Neither is a protocol error (linux-drm-syncobj-v1 has no error for it, and the point
     /// is a plain u64); the bridge counts it per client and logs it once.
     pub fn without_point_zero(self) -> SyncMode {
-        let nonzero = |p: TimelinePoint| (p.value != 0).then_some(p);
+        let nonzero = |p: TimelinePoint| p.names_a_point().then_some(p);
         SyncMode::from_points(
             self.acquire_point().and_then(nonzero),
             self.release_point().and_then(nonzero),
@@ -111,7 +109,7 @@ impl SyncMode {
         [self.acquire_point(), self.release_point()]
             .iter()
             .flatten()
-            .any(|p| p.value == 0)
+            .any(|p| !p.names_a_point())
     }
 
     /// The client's acquire point, if it gave one.

@@ -221,8 +221,8 @@ pub(crate) fn pre_commit<D: FenceBridgeHandler>(
     } else {
         sync
     };
-    let acquire = acquire.filter(|p| p.point.value != 0);
-    let release = release.filter(|p| p.point.value != 0);
+    let acquire = acquire.filter(|p| p.point.names_a_point());
+    let release = release.filter(|p| p.point.names_a_point());
     for tolerated in &sync.tolerated {
         tracing::warn!("fencebridge: tolerated a client bug: {tolerated}");
         let report = &mut state.fencebridge_state().client_books(&client).report;

@@ -246,16 +246,17 @@ pub(crate) fn has_signalled(fence: &SyncFile) -> bool {
 pub(crate) struct ReleasePoint {
     pub point: TimelinePoint,
     releases: TimelineReleases,
-    /// Its place in the timeline's order; `None` for point 0, which is never signalled: it
-    /// would replace the timeline's fence (see `SyncMode::without_point_zero`), and the
-    /// client's wait for it returns at once.
+    /// Its place in the timeline's order; `None` for point 0, which names no point and is never
+    /// signalled (`SyncMode::without_point_zero`): the client's wait for it returns at once.
     owed: Option<OwedPoint>,
 }
 
 impl ReleasePoint {
     /// `point` on the timeline `releases` keeps, owed from now on.
     pub fn new(releases: &TimelineReleases, point: TimelinePoint) -> Self {
-        let owed = (point.value != 0).then(|| releases.order().owe(point.value));
+        let owed = point
+            .names_a_point()
+            .then(|| releases.order().owe(point.value));
         ReleasePoint {
             point,
             releases: releases.clone(),
