@@ -80,15 +80,21 @@ impl Drop for Inner {
 
 impl SyncobjDevice {
     /// The first DRM node whose driver supports syncobj timelines: render nodes first, then
-    /// card nodes.
+    /// card nodes ([`DrmNode::list`]'s order). `Capabilities::probe_and_open` picks the same
+    /// one while it probes every node.
     pub fn find() -> Result<SyncobjDevice> {
-        DrmNode::list()
+        let opened = DrmNode::list().into_iter().filter_map(|n| n.open().ok());
+        Self::first_of(opened).ok_or(Error::NoDevice(
+            "DRM device with syncobj timelines (looked in /dev/dri)",
+        ))
+    }
+
+    /// The first of `nodes` that is a syncobj device: the one rule for which node the bridge
+    /// uses.
+    pub(crate) fn first_of(nodes: impl IntoIterator<Item = DrmNode>) -> Option<SyncobjDevice> {
+        nodes
             .into_iter()
-            .filter_map(|n| n.open().ok())
             .find_map(|node| Self::from_node(node).ok())
-            .ok_or(Error::NoDevice(
-                "DRM device with syncobj timelines (looked in /dev/dri)",
-            ))
     }
 
     /// Opens a given node; fails unless its driver supports syncobj timelines.
