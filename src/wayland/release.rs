@@ -28,10 +28,10 @@ use smithay::wayland::dmabuf::get_dmabuf;
 
 use super::surface::{Due, SurfaceBooks};
 use super::{wait, FenceBridgeHandler, FenceBridgeState};
-use crate::bridge::plan::{self, BufferKind};
 use crate::bridge::release::ReleaseEvent;
 use crate::bridge::release_order::{OwedPoint, ReleaseOrder};
 use crate::bridge::TimelinePoint;
+use crate::bridge::{plan, Attach};
 use crate::fence::{dmabuf, Access, SyncFile};
 use crate::source::SyncFileSource;
 use crate::timeline::Timeline;
@@ -124,9 +124,7 @@ pub(crate) fn book_reads<D: FenceBridgeHandler>(state: &mut D) {
             let mut books = SurfaceBooks::of(states)?;
             let published = match (&fence, books.current_buffer().map(get_dmabuf)) {
                 (Some(fence), Some(Ok(buffer))) => {
-                    let kind = BufferKind::DmaBuf {
-                        unique_planes: buffer.num_planes(),
-                    };
+                    let kind = Attach::dmabuf(buffer.num_planes());
                     plan::publish_read_fence(kind, caps, renderer_publishes) && {
                         let planes: Vec<BorrowedFd<'_>> = buffer.handles().collect();
                         dmabuf::import(&planes, fence, Access::Read)
