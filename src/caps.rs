@@ -14,7 +14,7 @@ use std::fmt;
 use std::os::fd::AsFd;
 use std::path::PathBuf;
 
-use drm::DriverCapability;
+use crate::sys::drm::DriverCapability;
 
 use crate::device::{DrmNode, DRI_DIR};
 use crate::fence::{dmabuf, Access, StubSignature, SyncFile};
@@ -85,46 +85,63 @@ pub struct Capabilities {
     pub point_wait: PointWaitPath,
     /// How the kernel's stub fence is recognised.
     pub stub_detection: Support,
+    /// The stub fence's signature, calibrated on the probe's fresh dma-buf (by name only where
+    /// that failed): what the bridge recognises the stub by.
+    pub stub: StubSignature,
 }
 
 impl Capabilities {
     /// Probes this machine. Cheap (a handful of ioctls), but not free: once at start-up.
     pub fn probe() -> Capabilities {
+        Self::probe_and_open().0
+    }
+
+    /// Probes this machine, and keeps the syncobj device it chose open
+    /// ([`Capabilities::syncobj_device`], picked as [`SyncobjDevice::find`] picks): what the
+    /// bridge uses, so that `/dev/dri` is scanned once.
+    pub fn probe_and_open() -> (Capabilities, Option<SyncobjDevice>) {
+        let mut timeline_nodes = Vec::new();
         let nodes = DrmNode::list()
             .iter()
-            .map(|n| probe_node(n.path().into()))
+            .map(|n| {
+                let (report, node) = probe_node(n.path().into());
+                timeline_nodes.extend(node);
+                report
+            })
             .collect();
-        Self::probe_with_nodes(nodes)
+        let device = SyncobjDevice::first_of(timeline_nodes);
+        (Self::probe_with_nodes(nodes, device.as_ref()), device)
     }
 
     /// Probes this machine for a compositor that hands in the syncobj device it uses: that
     /// node is the only one looked at.
     pub fn probe_device(device: &SyncobjDevice) -> Capabilities {
         let node = device.node();
-        Self::probe_with_nodes(vec![NodeReport {
+        let report = NodeReport {
             path: node.path().to_owned(),
             driver: Ok(node.driver_name().to_owned()),
             syncobj: true,
             timeline: true,
             eventfd: device.supports_eventfd(),
-        }])
+        };
+        Self::probe_with_nodes(vec![report], Some(device))
     }
 
-    fn probe_with_nodes(nodes: Vec<NodeReport>) -> Capabilities {
-        let (dmabuf_export, dmabuf_import, stub_detection) = probe_dmabuf();
-        let device = nodes.iter().find(|n| n.timeline);
+    fn probe_with_nodes(nodes: Vec<NodeReport>, device: Option<&SyncobjDevice>) -> Capabilities {
+        let (dmabuf_export, dmabuf_import, stub_detection, stub) = probe_dmabuf();
         let point_wait = match device {
-            Some(n) if n.eventfd => PointWaitPath::Eventfd,
+            Some(device) if device.supports_eventfd() => PointWaitPath::Eventfd,
             Some(_) => PointWaitPath::WaiterThread,
             None => PointWaitPath::Unavailable,
         };
         Capabilities {
             dmabuf_export,
             dmabuf_import,
-            syncobj_device: device.map(|n| n.path.clone()),
+            syncobj_device: device.map(|d| d.node().path().to_owned()),
             nodes,
             point_wait,
             stub_detection,
+            stub,
         }
     }
 
@@ -163,33 +180,36 @@ impl Capabilities {
     }
 }
 
-fn probe_node(path: PathBuf) -> NodeReport {
+/// What a node's driver supports; the node itself, still open, if it has syncobj timelines.
+fn probe_node(path: PathBuf) -> (NodeReport, Option<DrmNode>) {
     let node = match DrmNode::open(&path) {
         Ok(node) => node,
         Err(e) => {
-            return NodeReport {
+            let report = NodeReport {
                 path,
                 driver: Err(e.to_string()),
                 syncobj: false,
                 timeline: false,
                 eventfd: false,
             };
+            return (report, None);
         }
     };
     let syncobj = node.has_capability(DriverCapability::SyncObj);
     let timeline = node.has_capability(DriverCapability::TimelineSyncObj);
     let eventfd = timeline && node.has_syncobj_eventfd();
-    NodeReport {
+    let report = NodeReport {
         path,
         driver: Ok(node.driver_name().to_owned()),
         syncobj,
         timeline,
         eventfd,
-    }
+    };
+    (report, timeline.then_some(node))
 }
 
 /// Tries EXPORT and IMPORT on a fresh dma-buf; calibrates the stub fence on the way.
-fn probe_dmabuf() -> (Support, Support, Support) {
+fn probe_dmabuf() -> (Support, Support, Support, StubSignature) {
     let buf = match producer::fresh_dmabuf() {
         Ok(buf) => buf,
         Err(e) => {
@@ -198,16 +218,23 @@ fn probe_dmabuf() -> (Support, Support, Support) {
                 Support::No(why.clone()),
                 Support::No(why.clone()),
                 Support::No(why),
+                StubSignature::names_only(),
             );
         }
     };
     // Calibrate first, while the buffer has never held a fence.
-    let stub_detection = match StubSignature::from_fresh_dmabuf(buf.as_fd()) {
-        Ok(sig) => Support::Yes(format!(
-            "by name (\"stub\", up to 6.12) and by its constant timestamp ({} ns)",
-            sig.timestamp_ns().unwrap_or(0)
-        )),
-        Err(e) => Support::No(format!("by name only ({e})")),
+    let (stub_detection, stub) = match StubSignature::from_fresh_dmabuf(buf.as_fd()) {
+        Ok(sig) => (
+            Support::Yes(format!(
+                "by name (\"stub\", up to 6.12) and by its constant timestamp ({} ns)",
+                sig.timestamp_ns().unwrap_or(0)
+            )),
+            sig,
+        ),
+        Err(e) => (
+            Support::No(format!("by name only ({e})")),
+            StubSignature::names_only(),
+        ),
     };
     // The export itself, issued for real: a snapshot of a buffer that polls ready takes its
     // fast path and never asks the kernel, so it proves nothing.
@@ -224,7 +251,7 @@ fn probe_dmabuf() -> (Support, Support, Support) {
         Ok(()) => Support::Yes("DMA_BUF_IOCTL_IMPORT_SYNC_FILE answered".into()),
         Err(e) => Support::No(explain(&e)),
     };
-    (export, import, stub_detection)
+    (export, import, stub_detection, stub)
 }
 
 /// What an exported sync_file holds, as the kernel tells (`SYNC_IOC_FILE_INFO`).

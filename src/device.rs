@@ -1,5 +1,5 @@
-//! DRM device nodes: finding them, opening them, asking what their driver supports. The
-//! syncobj calls go through the `drm` crate's traits, which [`DrmNode`] implements.
+//! DRM device nodes: finding them, opening them, asking what their driver supports (each
+//! question one counted call into [`crate::sys::drm`]).
 //!
 //! # How to use
 //! ```no_run
@@ -12,10 +12,9 @@
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
-use drm::control::Device as _;
-use drm::Device as _;
 use rustix::fs::{Mode, OFlags};
 
+use crate::sys::drm::{self as sys_drm, DriverCapability};
 use crate::{Error, Result};
 
 /// Where DRM nodes live.
@@ -58,9 +57,6 @@ impl AsFd for DrmNode {
     }
 }
 
-impl drm::Device for DrmNode {}
-impl drm::control::Device for DrmNode {}
-
 impl DrmNode {
     /// The DRM nodes of this machine: render nodes first, then card nodes, each sorted.
     pub fn list() -> Vec<NodePath> {
@@ -92,17 +88,8 @@ impl DrmNode {
 
     /// Wraps an open DRM fd.
     pub fn from_fd(fd: OwnedFd, path: PathBuf) -> Result<DrmNode> {
-        let mut node = DrmNode {
-            fd,
-            path,
-            driver: String::new(),
-        };
-        crate::sys::count_foreign_ioctl();
-        let driver = node
-            .get_driver()
-            .map_err(|e| Error::io("DRM_IOCTL_VERSION")(io_errno(&e)))?;
-        node.driver = driver.name().to_string_lossy().into_owned();
-        Ok(node)
+        let driver = sys_drm::driver_name(fd.as_fd()).map_err(Error::io("DRM_IOCTL_VERSION"))?;
+        Ok(DrmNode { fd, path, driver })
     }
 
     /// A second handle on the same open node (the fd duplicated): the same DRM file, so the
@@ -126,9 +113,8 @@ impl DrmNode {
     }
 
     /// Whether the driver answers yes to a DRM capability (an error counts as no).
-    pub fn has_capability(&self, cap: drm::DriverCapability) -> bool {
-        crate::sys::count_foreign_ioctl();
-        self.get_driver_capability(cap).is_ok_and(|v| v != 0)
+    pub fn has_capability(&self, cap: DriverCapability) -> bool {
+        sys_drm::capability(self.as_fd(), cap).is_ok_and(|v| v != 0)
     }
 
     /// Whether the kernel has `DRM_IOCTL_SYNCOBJ_EVENTFD` (6.6+): asked for a handle that does
@@ -139,17 +125,10 @@ impl DrmNode {
             return false;
         };
         // The drm crate cannot spell handle 0; u32::MAX is just as surely absent.
-        let handle = drm::control::syncobj::Handle::from(std::num::NonZeroU32::MAX);
-        crate::sys::count_foreign_ioctl();
+        let handle = sys_drm::SyncobjHandle::from(std::num::NonZeroU32::MAX);
         matches!(
-            self.syncobj_eventfd(handle, 1, efd.as_fd(), false)
-                .map_err(|e| io_errno(&e)),
+            sys_drm::syncobj_eventfd(self.as_fd(), handle, 1, efd.as_fd(), false),
             Err(rustix::io::Errno::NOENT) | Ok(())
         )
     }
-}
-
-/// The errno inside an `io::Error` from the drm crate.
-pub(crate) fn io_errno(e: &std::io::Error) -> rustix::io::Errno {
-    rustix::io::Errno::from_io_error(e).unwrap_or(rustix::io::Errno::IO)
 }

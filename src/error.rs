@@ -12,8 +12,6 @@
 //! # }
 //! ```
 
-use std::os::fd::{AsFd, BorrowedFd};
-
 use rustix::io::Errno;
 
 /// Everything that can fail in fencebridge.
@@ -85,33 +83,4 @@ impl Error {
             errno => Error::Io { op, errno },
         }
     }
-}
-
-/// What kind of file an fd is: asked to turn ENOTTY/EINVAL into a clear error, and to confirm
-/// that a file which polls ready is a dma-buf (any file polls ready; one `fstatfs`, no ioctl).
-/// A dma-buf lives on the dma-buf pseudo filesystem, a sync_file is an anon inode.
-pub(crate) fn file_kind(fd: BorrowedFd<'_>) -> FileKind {
-    const DMA_BUF_MAGIC: i64 = 0x444d_4142;
-    // `f_type` is an i64 here but a narrower integer on other architectures.
-    #[allow(clippy::useless_conversion)]
-    match rustix::fs::fstatfs(fd.as_fd()) {
-        Err(Errno::BADF) => return FileKind::Closed,
-        Ok(fs) if i64::from(fs.f_type) == DMA_BUF_MAGIC => return FileKind::DmaBuf,
-        _ => {}
-    }
-    let path = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd));
-    match std::fs::read_link(path) {
-        Ok(target) if target.as_os_str() == "anon_inode:sync_file" => FileKind::SyncFile,
-        Ok(target) if target.as_os_str() == "anon_inode:syncobj_file" => FileKind::Syncobj,
-        _ => FileKind::Other,
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum FileKind {
-    DmaBuf,
-    SyncFile,
-    Syncobj,
-    Closed,
-    Other,
 }

@@ -5,14 +5,16 @@
 //! without ever blocking it.
 //!
 //! The layers, lowest first (a lower one never uses a higher one):
-//! - [`sys`]: the raw uAPI (the only place that issues ioctls);
+//! - [`sys`]: the raw uAPI, the only place that issues ioctls and counts each (`sys::drm`:
+//!   every DRM call, the `drm` crate's included);
 //! - [`device`]: DRM nodes;
 //! - [`producer`]: dma-buf producers (dma-heap, udmabuf, vgem), for the stub's calibration,
 //!   the capability probe, tools and tests;
 //! - [`fence`]: sync_files, fence classification (pending / signalled / the kernel's stub,
 //!   calibrated on a fresh producer dma-buf), dma-buf export/import over a buffer's planes;
-//! - [`timeline`]: syncobj timelines;
-//! - [`caps`]: what this machine supports, with reasons;
+//! - [`timeline`]: syncobj devices and timelines (and which values are points at all);
+//! - [`caps`]: what this machine supports, with reasons; the probe picks the syncobj device
+//!   and calibrates the stub fence, once;
 //! - [`source`]: calloop event sources for fences and timeline points;
 //! - [`bridge`]: the policy, pure and host-tested: what each commit waits for, hands on,
 //!   publishes and how it is released;

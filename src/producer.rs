@@ -17,12 +17,10 @@
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 
-use drm::buffer::DrmFourcc;
-use drm::control::dumbbuffer::DumbBuffer;
-use drm::control::Device as _;
 use rustix::fs::{Mode, OFlags};
 
-use crate::device::{io_errno, DrmNode};
+use crate::device::DrmNode;
+use crate::sys::drm::{self as sys_drm, DrmFourcc, DumbBuffer};
 use crate::{sys, Error, Result};
 
 /// The system dma-heap (`/dev/dma_heap/system`, 5.6+ where built).
@@ -81,17 +79,13 @@ fn card_nodes() -> impl Iterator<Item = DrmNode> {
 
 /// A dumb buffer (XRGB8888) exported as a dma-buf; the GEM handle stays open.
 fn dumb_dmabuf(node: &DrmNode, width: u32, height: u32) -> Result<(DumbBuffer, OwnedFd)> {
-    sys::count_foreign_ioctl();
-    let dumb = node
-        .create_dumb_buffer((width, height), DrmFourcc::Xrgb8888, 32)
-        .map_err(|e| Error::io("DRM_IOCTL_MODE_CREATE_DUMB")(io_errno(&e)))?;
-    sys::count_foreign_ioctl();
-    match node.buffer_to_prime_fd(drm::buffer::Buffer::handle(&dumb), 0x80000 | 0x2) {
-        // DRM_CLOEXEC | DRM_RDWR, so the dma-buf can be mapped for writing.
+    let dumb = sys_drm::dumb_create(node.as_fd(), (width, height), DrmFourcc::Xrgb8888, 32)
+        .map_err(Error::io("DRM_IOCTL_MODE_CREATE_DUMB"))?;
+    match sys_drm::dumb_to_dmabuf(node.as_fd(), &dumb) {
         Ok(fd) => Ok((dumb, fd)),
         Err(e) => {
-            let _ = node.destroy_dumb_buffer(dumb);
-            Err(Error::io("DRM_IOCTL_PRIME_HANDLE_TO_FD")(io_errno(&e)))
+            let _ = sys_drm::dumb_destroy(node.as_fd(), dumb);
+            Err(Error::io("DRM_IOCTL_PRIME_HANDLE_TO_FD")(e))
         }
     }
 }
@@ -165,7 +159,7 @@ impl Drop for VgemBuffer {
     fn drop(&mut self) {
         if let Some(dumb) = self.dumb.take() {
             // The dma-buf keeps the memory alive for anyone still holding it.
-            let _ = self.vgem.node.destroy_dumb_buffer(dumb);
+            let _ = sys_drm::dumb_destroy(self.vgem.node.as_fd(), dumb);
         }
     }
 }

@@ -3,10 +3,10 @@
 //! from a client's fd (linux-drm-syncobj-v1 `import_timeline`). Points move between timelines
 //! and sync_files ([`Timeline::import_sync_file`], [`Timeline::export_sync_file`]).
 //!
-//! The `drm` crate does every syncobj call but one: its `fd_to_syncobj(fd, true)` sends handle 0
-//! and the kernel answers ENOENT, so importing a sync_file goes through [`crate::sys`] into a
-//! per-device staging syncobj and is then transferred to the point (two ioctls, no temporary
-//! handle to leak; the staging handle lives as long as the device).
+//! Every syncobj call is one counted call into [`crate::sys::drm`]. Points move through a
+//! per-device binary staging syncobj: a sync_file is imported into it and transferred to the
+//! point, a point is transferred into it and exported (two ioctls each way, no temporary handle
+//! to leak; the staging handle lives as long as the device).
 //!
 //! # How to use
 //! ```no_run
@@ -26,13 +26,13 @@ use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use drm::control::{syncobj, Device as _};
-use drm::DriverCapability;
 use rustix::io::Errno;
 
-use crate::device::{io_errno, DrmNode};
+use crate::device::DrmNode;
 use crate::fence::SyncFile;
-use crate::{sys, Error, Result};
+use crate::sys::drm::{self as sys_drm, DriverCapability, SyncobjHandle};
+use crate::sys::{file_kind, FileKind};
+use crate::{Error, Result};
 
 mod waiter;
 
@@ -58,7 +58,7 @@ struct Inner {
     node: DrmNode,
     eventfd: bool,
     /// The binary syncobj every sync_file import and export passes through.
-    staging: Mutex<syncobj::Handle>,
+    staging: Mutex<SyncobjHandle>,
     /// Syncobj handles this device holds right now (timelines, staging, the waiters' wake
     /// timelines).
     live_handles: AtomicUsize,
@@ -70,7 +70,7 @@ struct Inner {
 impl Drop for Inner {
     fn drop(&mut self) {
         let staging = *self.staging.get_mut().unwrap_or_else(|p| p.into_inner());
-        let _ = self.node.destroy_syncobj(staging);
+        let _ = sys_drm::syncobj_destroy(self.node.as_fd(), staging);
         let waiters = self.waiters.get_mut().unwrap_or_else(|p| p.into_inner());
         for waiter in waiters.iter().flatten() {
             waiter.stop();
@@ -80,15 +80,21 @@ impl Drop for Inner {
 
 impl SyncobjDevice {
     /// The first DRM node whose driver supports syncobj timelines: render nodes first, then
-    /// card nodes.
+    /// card nodes ([`DrmNode::list`]'s order). `Capabilities::probe_and_open` picks the same
+    /// one while it probes every node.
     pub fn find() -> Result<SyncobjDevice> {
-        DrmNode::list()
+        let opened = DrmNode::list().into_iter().filter_map(|n| n.open().ok());
+        Self::first_of(opened).ok_or(Error::NoDevice(
+            "DRM device with syncobj timelines (looked in /dev/dri)",
+        ))
+    }
+
+    /// The first of `nodes` that is a syncobj device: the one rule for which node the bridge
+    /// uses.
+    pub(crate) fn first_of(nodes: impl IntoIterator<Item = DrmNode>) -> Option<SyncobjDevice> {
+        nodes
             .into_iter()
-            .filter_map(|n| n.open().ok())
             .find_map(|node| Self::from_node(node).ok())
-            .ok_or(Error::NoDevice(
-                "DRM device with syncobj timelines (looked in /dev/dri)",
-            ))
     }
 
     /// Opens a given node; fails unless its driver supports syncobj timelines.
@@ -105,10 +111,8 @@ impl SyncobjDevice {
             });
         }
         let eventfd = node.has_syncobj_eventfd();
-        sys::count_foreign_ioctl();
-        let staging = node
-            .create_syncobj(false)
-            .map_err(|e| Error::io("DRM_IOCTL_SYNCOBJ_CREATE")(io_errno(&e)))?;
+        let staging = sys_drm::syncobj_create(node.as_fd(), false)
+            .map_err(Error::io("DRM_IOCTL_SYNCOBJ_CREATE"))?;
         Ok(SyncobjDevice(Arc::new(Inner {
             node,
             eventfd,
@@ -141,20 +145,17 @@ impl SyncobjDevice {
     /// Imports a timeline from a syncobj fd (as linux-drm-syncobj-v1's `import_timeline` hands
     /// it over). The fd may be closed afterwards.
     pub fn import_timeline(&self, fd: BorrowedFd<'_>) -> Result<Timeline> {
-        sys::count_foreign_ioctl();
-        let handle = self
-            .0
-            .node
-            .fd_to_syncobj(fd, false)
-            .map_err(|e| match io_errno(&e) {
+        let handle = sys_drm::syncobj_fd_to_handle(self.0.node.as_fd(), fd).map_err(|errno| {
+            match errno {
                 // The kernel says EINVAL for a closed fd too.
-                _ if crate::error::file_kind(fd) == crate::error::FileKind::Closed => Error::BadFd,
+                _ if file_kind(fd) == FileKind::Closed => Error::BadFd,
                 Errno::INVAL | Errno::NOENT => Error::NotASyncobj,
                 errno => Error::Io {
                     op: "DRM_IOCTL_SYNCOBJ_FD_TO_HANDLE",
                     errno,
                 },
-            })?;
+            }
+        })?;
         self.0.live_handles.fetch_add(1, Ordering::Relaxed);
         Ok(Timeline(Arc::new(OwnedSyncobj {
             device: self.clone(),
@@ -162,20 +163,15 @@ impl SyncobjDevice {
         })))
     }
 
-    fn create_syncobj(&self, signalled: bool) -> Result<syncobj::Handle> {
-        sys::count_foreign_ioctl();
-        let handle = self
-            .0
-            .node
-            .create_syncobj(signalled)
-            .map_err(|e| Error::io("DRM_IOCTL_SYNCOBJ_CREATE")(io_errno(&e)))?;
+    fn create_syncobj(&self, signalled: bool) -> Result<SyncobjHandle> {
+        let handle = sys_drm::syncobj_create(self.0.node.as_fd(), signalled)
+            .map_err(Error::io("DRM_IOCTL_SYNCOBJ_CREATE"))?;
         self.0.live_handles.fetch_add(1, Ordering::Relaxed);
         Ok(handle)
     }
 
-    fn destroy_syncobj(&self, handle: syncobj::Handle) {
-        sys::count_foreign_ioctl();
-        if let Err(e) = self.0.node.destroy_syncobj(handle) {
+    fn destroy_syncobj(&self, handle: SyncobjHandle) {
+        if let Err(e) = sys_drm::syncobj_destroy(self.0.node.as_fd(), handle) {
             tracing::warn!("DRM_IOCTL_SYNCOBJ_DESTROY failed: {e}");
         }
         self.0.live_handles.fetch_sub(1, Ordering::Relaxed);
@@ -203,7 +199,7 @@ pub struct Timeline(Arc<OwnedSyncobj>);
 #[derive(Debug)]
 pub(crate) struct OwnedSyncobj {
     device: SyncobjDevice,
-    handle: syncobj::Handle,
+    handle: SyncobjHandle,
 }
 
 impl OwnedSyncobj {
@@ -214,7 +210,7 @@ impl OwnedSyncobj {
         })
     }
 
-    pub(crate) fn handle(&self) -> syncobj::Handle {
+    pub(crate) fn handle(&self) -> SyncobjHandle {
         self.handle
     }
 }
@@ -225,9 +221,19 @@ impl Drop for OwnedSyncobj {
     }
 }
 
-/// Point 0 is not a timeline point: on a timeline syncobj it means "replace the whole fence".
+/// Whether `value` names a point on a timeline: the one place that says 0 does not. To the
+/// kernel, point 0 of a timeline syncobj is the whole syncobj: waiting for it waits for the
+/// fence the timeline has last (forever on a fresh one), signalling it replaces the timeline's
+/// fence and so breaks every other point. Every call here refuses it
+/// ([`Error::InvalidPoint`]); the bridge plans a client's point 0 as no point
+/// (`bridge::plan::SyncMode::without_point_zero`).
+pub const fn names_a_point(value: u64) -> bool {
+    value != 0
+}
+
+/// Refuses what [`names_a_point`] says is no point.
 fn check_point(point: u64) -> Result<()> {
-    if point == 0 {
+    if !names_a_point(point) {
         return Err(Error::InvalidPoint {
             point,
             reason: "0 is not a timeline point",
@@ -248,13 +254,8 @@ impl Timeline {
 
     /// A syncobj fd for this timeline, to hand to a client or another process.
     pub fn export_fd(&self) -> Result<OwnedFd> {
-        sys::count_foreign_ioctl();
-        self.0
-            .device
-            .0
-            .node
-            .syncobj_to_fd(self.0.handle, false)
-            .map_err(|e| Error::io("DRM_IOCTL_SYNCOBJ_HANDLE_TO_FD")(io_errno(&e)))
+        sys_drm::syncobj_handle_to_fd(self.0.device.0.node.as_fd(), self.0.handle, false)
+            .map_err(Error::io("DRM_IOCTL_SYNCOBJ_HANDLE_TO_FD"))
     }
 
     /// Makes `point` signal when `fence` does (no CPU wait: the fence itself becomes the point).
@@ -268,20 +269,16 @@ impl Timeline {
             .staging
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        sys::drm_syncobj_import_sync_file(node.as_fd(), (*staging).into(), fence.as_fd()).map_err(
-            |e| match e {
-                Errno::INVAL | Errno::BADF
-                    if crate::error::file_kind(fence.as_fd())
-                        != crate::error::FileKind::SyncFile =>
-                {
+        sys_drm::syncobj_import_sync_file(node.as_fd(), *staging, fence.as_fd()).map_err(|e| {
+            match e {
+                Errno::INVAL | Errno::BADF if file_kind(fence.as_fd()) != FileKind::SyncFile => {
                     Error::NotASyncFile
                 }
                 e => Error::io("DRM_IOCTL_SYNCOBJ_FD_TO_HANDLE(IMPORT_SYNC_FILE)")(e),
-            },
-        )?;
-        sys::count_foreign_ioctl();
-        node.syncobj_timeline_transfer(*staging, self.0.handle, 0, point)
-            .map_err(|e| Error::io("DRM_IOCTL_SYNCOBJ_TRANSFER")(io_errno(&e)))
+            }
+        })?;
+        sys_drm::syncobj_transfer(node.as_fd(), *staging, self.0.handle, 0, point)
+            .map_err(Error::io("DRM_IOCTL_SYNCOBJ_TRANSFER"))
     }
 
     /// The fence of `point` as a sync_file. Fails with [`Error::PointNotSubmitted`] while the
@@ -296,45 +293,34 @@ impl Timeline {
             .staging
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        sys::count_foreign_ioctl();
-        node.syncobj_timeline_transfer(self.0.handle, *staging, point, 0)
-            .map_err(|e| match io_errno(&e) {
+        sys_drm::syncobj_transfer(node.as_fd(), self.0.handle, *staging, point, 0).map_err(
+            |errno| match errno {
                 Errno::INVAL => Error::PointNotSubmitted { point },
                 errno => Error::Io {
                     op: "DRM_IOCTL_SYNCOBJ_TRANSFER",
                     errno,
                 },
-            })?;
-        sys::count_foreign_ioctl();
-        node.syncobj_to_fd(*staging, true)
+            },
+        )?;
+        sys_drm::syncobj_handle_to_fd(node.as_fd(), *staging, true)
             .map(SyncFile::from_kernel)
-            .map_err(|e| {
-                Error::io("DRM_IOCTL_SYNCOBJ_HANDLE_TO_FD(EXPORT_SYNC_FILE)")(io_errno(&e))
-            })
+            .map_err(Error::io(
+                "DRM_IOCTL_SYNCOBJ_HANDLE_TO_FD(EXPORT_SYNC_FILE)",
+            ))
     }
 
     /// Signals `point` from the CPU.
     pub fn signal(&self, point: u64) -> Result<()> {
         check_point(point)?;
-        sys::count_foreign_ioctl();
-        self.0
-            .device
-            .0
-            .node
-            .syncobj_timeline_signal(&[self.0.handle], &[point])
-            .map_err(|e| Error::io("DRM_IOCTL_SYNCOBJ_TIMELINE_SIGNAL")(io_errno(&e)))
+        sys_drm::syncobj_timeline_signal(self.0.device.0.node.as_fd(), &[self.0.handle], &[point])
+            .map_err(Error::io("DRM_IOCTL_SYNCOBJ_TIMELINE_SIGNAL"))
     }
 
     /// The highest point signalled so far (0 for none).
     pub fn signalled_point(&self) -> Result<u64> {
         let mut value = [0u64];
-        sys::count_foreign_ioctl();
-        self.0
-            .device
-            .0
-            .node
-            .syncobj_timeline_query(&[self.0.handle], &mut value, false)
-            .map_err(|e| Error::io("DRM_IOCTL_SYNCOBJ_QUERY")(io_errno(&e)))?;
+        sys_drm::syncobj_timeline_query(self.0.device.0.node.as_fd(), &[self.0.handle], &mut value)
+            .map_err(Error::io("DRM_IOCTL_SYNCOBJ_QUERY"))?;
         Ok(value[0])
     }
 
@@ -371,18 +357,10 @@ impl Timeline {
                 errno: Errno::INVAL,
             });
         }
-        sys::count_foreign_ioctl();
-        self.0
-            .device
-            .0
-            .node
-            .syncobj_eventfd(
-                self.0.handle,
-                point,
-                eventfd,
-                wait_for == WaitFor::Available,
-            )
-            .map_err(|e| Error::io("DRM_IOCTL_SYNCOBJ_EVENTFD")(io_errno(&e)))
+        let available = wait_for == WaitFor::Available;
+        let node = self.0.device.0.node.as_fd();
+        sys_drm::syncobj_eventfd(node, self.0.handle, point, eventfd, available)
+            .map_err(Error::io("DRM_IOCTL_SYNCOBJ_EVENTFD"))
     }
 }
 

@@ -24,11 +24,11 @@
 //! # How to use
 //! One commit of a linux-drm-syncobj-v1 client, from validation to release:
 //! ```no_run
-//! use fencebridge::bridge::plan::{self, BridgeCaps, BufferKind, CommitInput};
+//! use fencebridge::bridge::plan::{self, BridgeCaps, CommitInput};
 //! use fencebridge::bridge::producer_class::ProducerClassifier;
-//! use fencebridge::bridge::protocol::{self, Attached, Leniency, PendingState};
-//! use fencebridge::bridge::release::{Attach, ReleaseAction, ReleaseEvent, ReleaseTracker};
-//! use fencebridge::bridge::{BufferId, FenceId, TimelineId, TimelinePoint};
+//! use fencebridge::bridge::protocol::{self, Leniency, PendingState};
+//! use fencebridge::bridge::release::{ReleaseAction, ReleaseEvent, ReleaseTracker};
+//! use fencebridge::bridge::{Attach, BufferId, FenceId, TimelineId, TimelinePoint};
 //! # fn f() -> Result<(), protocol::ProtocolError> {
 //! let caps = BridgeCaps::from(&fencebridge::caps::Capabilities::probe());
 //! let classifier = ProducerClassifier::new(); // one per surface, kept across commits
@@ -39,14 +39,14 @@
 //! let mut pending = PendingState::default();
 //! pending.set_acquire_point(TimelineId(1), 0, 7);
 //! pending.set_release_point(TimelineId(1), 0, 8);
-//! pending.attached = Attached::DmaBuf;
+//! pending.attached = Attach::dmabuf(1);
 //! let release_point = TimelinePoint { timeline: TimelineId(1), value: 8 };
 //! let sync = protocol::resolve_commit(&pending, Leniency::Strict)?; // Err: post it, stop here
 //! for tolerated in &sync.tolerated {
 //!     tracing::warn!("client bug tolerated: {tolerated}");
 //! }
 //!
-//! let buffer = BufferKind::DmaBuf { unique_planes: 1 };
+//! let buffer = pending.attached;
 //! // Explicit clients are never snapshotted; implicit ones are, and then the snapshot's
 //! // state goes into `snapshot` and `classifier.observe(..)`.
 //! assert!(!plan::needs_snapshot(buffer, &sync.mode, caps));
@@ -58,7 +58,7 @@
 //!     caps,
 //! });
 //! // ... execute plan.acquire / plan.handoff / plan.publish; once the commit applies:
-//! let attach = Attach::Buffer(BufferId(42));
+//! let attach = pending.attached.map(|()| BufferId(42));
 //! let applied = ReleaseEvent::Committed { attach, release: plan.release };
 //! tracker.handle(applied).into_iter().for_each(execute); // (nothing due yet)
 //! // Each frame that reads the buffer reports its read fence:
@@ -89,6 +89,76 @@ pub mod release_order;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TimelineId(pub u64);
 
+/// What a commit attached: the one description of it that every decision reads (the protocol's
+/// checks, the plan, the release books). `B` names the buffer where the buffer matters: a
+/// [`BufferId`] in the release books, the `wl_buffer` in the smithay layer, nothing (`()`)
+/// where only its kind counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Attach<B = ()> {
+    /// No attach since the last commit: the current buffer stays.
+    #[default]
+    Keep,
+    /// `wl_surface.attach(NULL)`: the surface has no buffer any more.
+    Null,
+    /// A buffer the compositor copies on the CPU: `wl_shm`, single-pixel buffers.
+    Shm(B),
+    /// A linux-dmabuf buffer.
+    DmaBuf {
+        /// The buffer.
+        buffer: B,
+        /// How many distinct dma-bufs its planes are (a snapshot exports once per distinct
+        /// dma-buf). linux-dmabuf never makes one with 0; if it comes, no fence can live on
+        /// it, so it is planned like a buffer with nothing to wait for.
+        unique_planes: usize,
+    },
+}
+
+impl Attach {
+    /// A dma-buf of `unique_planes` distinct dma-bufs, where only the kind counts.
+    pub const fn dmabuf(unique_planes: usize) -> Self {
+        Attach::DmaBuf {
+            buffer: (),
+            unique_planes,
+        }
+    }
+}
+
+impl<B> Attach<B> {
+    /// The buffer attached, if any.
+    pub fn buffer(&self) -> Option<&B> {
+        match self {
+            Attach::Keep | Attach::Null => None,
+            Attach::Shm(buffer) | Attach::DmaBuf { buffer, .. } => Some(buffer),
+        }
+    }
+
+    /// The same attach, its buffer named by `name`.
+    pub fn map<C>(self, name: impl FnOnce(B) -> C) -> Attach<C> {
+        match self {
+            Attach::Keep => Attach::Keep,
+            Attach::Null => Attach::Null,
+            Attach::Shm(buffer) => Attach::Shm(name(buffer)),
+            Attach::DmaBuf {
+                buffer,
+                unique_planes,
+            } => Attach::DmaBuf {
+                buffer: name(buffer),
+                unique_planes,
+            },
+        }
+    }
+
+    /// Only its kind: what the protocol's checks and the plan read.
+    pub fn kind(&self) -> Attach {
+        match self {
+            Attach::Keep => Attach::Keep,
+            Attach::Null => Attach::Null,
+            Attach::Shm(_) => Attach::Shm(()),
+            Attach::DmaBuf { unique_planes, .. } => Attach::dmabuf(*unique_planes),
+        }
+    }
+}
+
 /// A point on a client timeline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct TimelinePoint {
@@ -105,6 +175,11 @@ impl TimelinePoint {
             timeline: TimelineId(timeline),
             value,
         }
+    }
+
+    /// Whether it is a point at all (0 is not: [`crate::timeline::names_a_point`]).
+    pub const fn names_a_point(&self) -> bool {
+        crate::timeline::names_a_point(self.value)
     }
 }
 

@@ -10,11 +10,12 @@
 //!
 //! # How to use
 //! ```no_run
-//! use fencebridge::bridge::plan::{self, Acquire, BridgeCaps, BufferKind, CommitInput, SyncMode};
+//! use fencebridge::bridge::plan::{self, Acquire, BridgeCaps, CommitInput, SyncMode};
+//! use fencebridge::bridge::Attach;
 //! use fencebridge::bridge::producer_class::ProducerClass;
 //! use fencebridge::fence::FenceState;
 //! let caps = BridgeCaps { dmabuf_export: true, dmabuf_import: true, timelines: true };
-//! let buffer = BufferKind::DmaBuf { unique_planes: 2 };
+//! let buffer = Attach::dmabuf(2);
 //! let sync = SyncMode::Implicit;
 //! if plan::needs_snapshot(buffer, &sync, caps) {
 //!     let state = FenceState::Pending; // from fence::dmabuf::export(..).state
@@ -26,25 +27,9 @@
 //! ```
 
 use super::producer_class::ProducerClass;
-use super::TimelinePoint;
+use super::{Attach, TimelinePoint};
 use crate::caps::Capabilities;
 use crate::fence::FenceState;
-
-/// What the commit attached.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum BufferKind {
-    /// No new buffer: nothing attached in this commit, or a null attach.
-    None,
-    /// A buffer the compositor copies on the CPU: `wl_shm`, single-pixel buffers.
-    Shm,
-    /// A linux-dmabuf buffer.
-    DmaBuf {
-        /// How many distinct dma-bufs its planes are (a snapshot exports once per distinct
-        /// dma-buf). linux-dmabuf never makes one with 0; if it comes, no fence can live on
-        /// it, so it is planned like a buffer with nothing to wait for.
-        unique_planes: usize,
-    },
-}
 
 /// How the client synchronises this commit. [`protocol::resolve_commit`] derives it; the two
 /// half-explicit modes exist only when a lenient compositor tolerated a missing point.
@@ -84,12 +69,10 @@ impl SyncMode {
     /// The mode with every point 0 dropped: the commit is then planned as if the client had
     /// not set that point.
     ///
-    /// Point 0 is not a point on a timeline. In a Vulkan timeline semaphore (where WSI takes
-    /// its points from) 0 is the initial value, reached before anything is submitted, so a
-    /// client that sets it asks for no synchronisation at all; in the kernel, point 0 of a
-    /// timeline syncobj names the whole syncobj instead: waiting for it waits for whatever
-    /// fence the timeline has last (forever on a fresh one), and signalling it replaces the
-    /// timeline's fence, which breaks every other point the client waits for. So:
+    /// Point 0 is not a point on a timeline ([`TimelinePoint::names_a_point`] says which are,
+    /// and why to the kernel 0 is none). In a Vulkan timeline semaphore (where WSI takes its
+    /// points from) 0 is the initial value, reached before anything is submitted, so a client
+    /// that sets it asks for no synchronisation at all. So:
     /// - an acquire point 0 is not waited for: the buffer is acquired like an implicit
     ///   client's, from a snapshot of its dma-buf's fences (a driver that fences implicitly is
     ///   still waited for; otherwise the client gets what it asked for);
@@ -99,7 +82,7 @@ impl SyncMode {
     /// Neither is a protocol error (linux-drm-syncobj-v1 has no error for it, and the point
     /// is a plain u64); the bridge counts it per client and logs it once.
     pub fn without_point_zero(self) -> SyncMode {
-        let nonzero = |p: TimelinePoint| (p.value != 0).then_some(p);
+        let nonzero = |p: TimelinePoint| p.names_a_point().then_some(p);
         SyncMode::from_points(
             self.acquire_point().and_then(nonzero),
             self.release_point().and_then(nonzero),
@@ -111,7 +94,7 @@ impl SyncMode {
         [self.acquire_point(), self.release_point()]
             .iter()
             .flatten()
-            .any(|p| p.value == 0)
+            .any(|p| !p.names_a_point())
     }
 
     /// The client's acquire point, if it gave one.
@@ -157,7 +140,7 @@ impl From<&Capabilities> for BridgeCaps {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CommitInput {
     /// What the commit attached.
-    pub buffer: BufferKind,
+    pub buffer: Attach,
     /// How the client synchronises it.
     pub sync: SyncMode,
     /// What the dma-buf fence snapshot found; `None` when none was taken (not needed, or the
@@ -243,8 +226,8 @@ pub struct CommitPlan {
 /// Whether to snapshot the dma-buf's fences for this commit: only an implicitly synchronised
 /// dma-buf needs it (an acquire point says all there is to wait for), and only where the
 /// kernel can export.
-pub fn needs_snapshot(buffer: BufferKind, sync: &SyncMode, caps: BridgeCaps) -> bool {
-    matches!(buffer, BufferKind::DmaBuf { unique_planes } if unique_planes > 0)
+pub fn needs_snapshot(buffer: Attach, sync: &SyncMode, caps: BridgeCaps) -> bool {
+    matches!(buffer, Attach::DmaBuf { unique_planes, .. } if unique_planes > 0)
         && sync.acquire_point().is_none()
         && caps.dmabuf_export
 }
@@ -254,8 +237,8 @@ pub fn needs_snapshot(buffer: BufferKind, sync: &SyncMode, caps: BridgeCaps) -> 
 /// the read, which [`Release::WhenReplaced`] relies on. Only dma-bufs carry fences (shm is
 /// copied), only where the kernel can import, and not when the renderer already puts its read
 /// fences there itself (`renderer_publishes`, as GL drivers with implicit sync do).
-pub fn publish_read_fence(buffer: BufferKind, caps: BridgeCaps, renderer_publishes: bool) -> bool {
-    matches!(buffer, BufferKind::DmaBuf { unique_planes } if unique_planes > 0)
+pub fn publish_read_fence(buffer: Attach, caps: BridgeCaps, renderer_publishes: bool) -> bool {
+    matches!(buffer, Attach::DmaBuf { unique_planes, .. } if unique_planes > 0)
         && caps.dmabuf_import
         && !renderer_publishes
 }
@@ -284,7 +267,7 @@ pub fn plan_commit(input: &CommitInput) -> CommitPlan {
         // anyway (a tolerated no_buffer) is still signalled, or the client could wait forever;
         // after the acquire point, so that the client's timeline never runs ahead of its own
         // rendering.
-        BufferKind::None => CommitPlan {
+        Attach::Keep | Attach::Null => CommitPlan {
             acquire: match (acquire_point, release_point) {
                 (Some(acquire), Some(_)) => Acquire::WaitAcquirePoint(acquire),
                 _ => Acquire::Nothing,
@@ -297,14 +280,14 @@ pub fn plan_commit(input: &CommitInput) -> CommitPlan {
         // shm needs no fences: the client wrote it with the CPU before committing, and the
         // renderer reads a copy. An acquire point on it (a tolerated unsupported_buffer) guards
         // nothing; a release point is still signalled.
-        BufferKind::Shm => CommitPlan {
+        Attach::Shm(()) => CommitPlan {
             acquire: Acquire::Nothing,
             handoff: Handoff::Nothing,
             publish: Publish::Nothing,
             release: release_point
                 .map_or(Release::AfterCopy, Release::SignalReleasePointFromReadFence),
         },
-        BufferKind::DmaBuf { unique_planes } => {
+        Attach::DmaBuf { unique_planes, .. } => {
             let (acquire, handoff) = match acquire_point {
                 // Explicit: the acquire point says when the buffer is ready; the dma-buf's own
                 // fences are not consulted (no snapshot).
@@ -407,7 +390,7 @@ mod tests {
             dmabuf_import: true,
             timelines: true,
         };
-        let buffer = BufferKind::DmaBuf { unique_planes: 1 };
+        let buffer = Attach::dmabuf(1);
         let sync = SyncMode::Explicit {
             acquire: zero,
             release: point(1, 5),
@@ -447,12 +430,13 @@ mod tests {
         TimelinePoint::new(timeline, value)
     }
 
-    const BUFFERS: [BufferKind; 5] = [
-        BufferKind::None,
-        BufferKind::Shm,
-        BufferKind::DmaBuf { unique_planes: 0 },
-        BufferKind::DmaBuf { unique_planes: 1 },
-        BufferKind::DmaBuf { unique_planes: 3 },
+    const BUFFERS: [Attach; 6] = [
+        Attach::Keep,
+        Attach::Null,
+        Attach::Shm(()),
+        Attach::dmabuf(0),
+        Attach::dmabuf(1),
+        Attach::dmabuf(3),
     ];
     const SYNCS: [SyncMode; 5] = [
         SyncMode::Implicit,
@@ -512,11 +496,11 @@ mod tests {
             count += 1;
             let plan = plan_commit(&input);
             let why = format!("{input:?} -> {plan:?}");
-            let is_dmabuf = matches!(input.buffer, BufferKind::DmaBuf { .. });
+            let is_dmabuf = matches!(input.buffer, Attach::DmaBuf { .. });
             let snapshots = needs_snapshot(input.buffer, &input.sync, input.caps);
 
             // Never wait on shm.
-            if input.buffer == BufferKind::Shm {
+            if input.buffer == Attach::Shm(()) {
                 assert_eq!(plan.acquire, Acquire::Nothing, "{why}");
             }
             // Never publish without import support, or onto anything but a dma-buf, or without
@@ -580,7 +564,7 @@ mod tests {
                 ),
                 None => assert_eq!(
                     plan.release == Release::Nothing,
-                    input.buffer == BufferKind::None,
+                    matches!(input.buffer, Attach::Keep | Attach::Null),
                     "{why}"
                 ),
             }
@@ -599,10 +583,10 @@ mod tests {
                 );
             }
         }
-        assert_eq!(count, 5 * 5 * 4 * 3 * 8);
+        assert_eq!(count, BUFFERS.len() * 5 * 4 * 3 * 8);
     }
 
-    fn input(buffer: BufferKind, sync: SyncMode, snapshot: Option<FenceState>) -> CommitInput {
+    fn input(buffer: Attach, sync: SyncMode, snapshot: Option<FenceState>) -> CommitInput {
         CommitInput {
             buffer,
             sync,
@@ -616,11 +600,11 @@ mod tests {
         }
     }
 
-    const DMABUF: BufferKind = BufferKind::DmaBuf { unique_planes: 2 };
+    const DMABUF: Attach = Attach::dmabuf(2);
 
     #[test]
     fn shm_needs_no_fences() {
-        let plan = plan_commit(&input(BufferKind::Shm, SyncMode::Implicit, None));
+        let plan = plan_commit(&input(Attach::Shm(()), SyncMode::Implicit, None));
         assert_eq!(
             plan,
             CommitPlan {
@@ -721,7 +705,7 @@ mod tests {
     fn points_without_a_buffer_still_release() {
         let (acquire, release) = (point(1, 7), point(1, 8));
         let plan = plan_commit(&input(
-            BufferKind::None,
+            Attach::Keep,
             SyncMode::Explicit { acquire, release },
             None,
         ));
@@ -730,7 +714,7 @@ mod tests {
             plan.release,
             Release::SignalReleasePointFromReadFence(release)
         );
-        let plan = plan_commit(&input(BufferKind::None, SyncMode::Implicit, None));
+        let plan = plan_commit(&input(Attach::Keep, SyncMode::Implicit, None));
         assert_eq!(plan.release, Release::Nothing);
     }
 
@@ -746,17 +730,12 @@ mod tests {
             ..all
         };
         let cases = [
-            (BufferKind::DmaBuf { unique_planes: 2 }, all, false, true),
-            (BufferKind::DmaBuf { unique_planes: 2 }, all, true, false),
-            (
-                BufferKind::DmaBuf { unique_planes: 1 },
-                no_import,
-                false,
-                false,
-            ),
-            (BufferKind::DmaBuf { unique_planes: 0 }, all, false, false),
-            (BufferKind::Shm, all, false, false),
-            (BufferKind::None, all, false, false),
+            (Attach::dmabuf(2), all, false, true),
+            (Attach::dmabuf(2), all, true, false),
+            (Attach::dmabuf(1), no_import, false, false),
+            (Attach::dmabuf(0), all, false, false),
+            (Attach::Shm(()), all, false, false),
+            (Attach::Keep, all, false, false),
         ];
         for (buffer, caps, renderer_publishes, publish) in cases {
             assert_eq!(

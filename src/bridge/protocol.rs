@@ -11,9 +11,9 @@
 //! # How to use
 //! ```no_run
 //! use fencebridge::bridge::protocol::{
-//!     self, Attached, Leniency, PendingState, PointRequest, Verdict,
+//!     self, Leniency, PendingState, PointRequest, Verdict,
 //! };
-//! use fencebridge::bridge::{TimelineId, TimelinePoint};
+//! use fencebridge::bridge::{Attach, TimelineId, TimelinePoint};
 //! let leniency = Leniency::Lenient;
 //! let mut pending = PendingState::default();
 //! // set_acquire_point(timeline, hi, lo), on a surface whose wl_surface is alive:
@@ -26,7 +26,7 @@
 //!         Verdict::Tolerate(e) => tracing::warn!("ignored: {e}"),
 //!     },
 //! }
-//! pending.attached = Attached::DmaBuf;
+//! pending.attached = Attach::dmabuf(1);
 //! // At commit: no release point was set.
 //! match protocol::resolve_commit(&pending, leniency) {
 //!     Ok(sync) => println!("plan with {:?}; tolerated {:?}", sync.mode, sync.tolerated),
@@ -37,25 +37,11 @@
 use std::fmt;
 
 use super::plan::SyncMode;
-use super::{TimelineId, TimelinePoint};
+use super::{Attach, TimelineId, TimelinePoint};
 
 /// A point value from the two halves a request carries: `hi << 32 | lo`.
 pub const fn point_from_hi_lo(hi: u32, lo: u32) -> u64 {
     ((hi as u64) << 32) | lo as u64
-}
-
-/// What `wl_surface.attach` left pending for the next commit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub enum Attached {
-    /// No attach since the last commit.
-    #[default]
-    Nothing,
-    /// `wl_surface.attach(NULL)`.
-    Null,
-    /// A buffer that is not a dma-buf (`wl_shm`, a single-pixel buffer).
-    Shm,
-    /// A linux-dmabuf buffer.
-    DmaBuf,
 }
 
 /// A surface's double-buffered linux-drm-syncobj-v1 state, as it stands when the client
@@ -67,7 +53,7 @@ pub struct PendingState {
     /// From `set_release_point`.
     pub release: Option<TimelinePoint>,
     /// From `wl_surface.attach`.
-    pub attached: Attached,
+    pub attached: Attach,
 }
 
 impl PendingState {
@@ -363,17 +349,17 @@ pub fn resolve_commit(
         }
     };
     match attached {
-        Attached::Nothing | Attached::Null => {
+        Attach::Keep | Attach::Null => {
             if acquire.is_some() || release.is_some() {
                 check(ProtocolError::NoBuffer {
                     acquire,
                     release,
-                    null_attach: attached == Attached::Null,
+                    null_attach: attached == Attach::Null,
                 })?;
             }
         }
-        Attached::Shm | Attached::DmaBuf => {
-            if attached == Attached::Shm {
+        Attach::Shm(()) | Attach::DmaBuf { .. } => {
+            if attached == Attach::Shm(()) {
                 check(ProtocolError::UnsupportedBuffer)?;
             }
             if acquire.is_none() {
@@ -412,7 +398,7 @@ mod tests {
     fn pending(
         acquire: Option<TimelinePoint>,
         release: Option<TimelinePoint>,
-        attached: Attached,
+        attached: Attach,
     ) -> PendingState {
         PendingState {
             acquire,
@@ -560,17 +546,17 @@ mod tests {
         let (a, r) = (point(1, 7), point(1, 8));
         let cases: [(PendingState, ProtocolError, &str); 7] = [
             (
-                pending(Some(a), Some(r), Attached::Shm),
+                pending(Some(a), Some(r), Attach::Shm(())),
                 ProtocolError::UnsupportedBuffer,
                 "non-dma-buf buffer",
             ),
             (
-                pending(None, None, Attached::Shm),
+                pending(None, None, Attach::Shm(())),
                 ProtocolError::UnsupportedBuffer,
                 "non-dma-buf buffer",
             ),
             (
-                pending(Some(a), None, Attached::Nothing),
+                pending(Some(a), None, Attach::Keep),
                 ProtocolError::NoBuffer {
                     acquire: Some(a),
                     release: None,
@@ -579,7 +565,7 @@ mod tests {
                 "commit with acquire point 7 on timeline 1 set but no buffer attached",
             ),
             (
-                pending(Some(a), Some(r), Attached::Null),
+                pending(Some(a), Some(r), Attach::Null),
                 ProtocolError::NoBuffer {
                     acquire: Some(a),
                     release: Some(r),
@@ -588,17 +574,17 @@ mod tests {
                 "acquire point 7 on timeline 1 and release point 8 on timeline 1 set but a null buffer attached",
             ),
             (
-                pending(None, Some(r), Attached::DmaBuf),
+                pending(None, Some(r), Attach::dmabuf(1)),
                 ProtocolError::NoAcquirePoint { release: Some(r) },
                 "no acquire point (only the release point 8 on timeline 1)",
             ),
             (
-                pending(Some(a), None, Attached::DmaBuf),
+                pending(Some(a), None, Attach::dmabuf(1)),
                 ProtocolError::NoReleasePoint { acquire: Some(a) },
                 "no release point (only the acquire point 7 on timeline 1)",
             ),
             (
-                pending(Some(point(3, 7)), Some(point(3, 5)), Attached::DmaBuf),
+                pending(Some(point(3, 7)), Some(point(3, 5)), Attach::dmabuf(1)),
                 ProtocolError::ConflictingPoints {
                     timeline: TimelineId(3),
                     acquire: 7,
@@ -615,15 +601,15 @@ mod tests {
             );
         }
         // Equal points conflict too; different timelines never do.
-        let equal = pending(Some(point(1, 5)), Some(point(1, 5)), Attached::DmaBuf);
+        let equal = pending(Some(point(1, 5)), Some(point(1, 5)), Attach::dmabuf(1));
         assert!(matches!(
             validate_commit(&equal),
             Err(ProtocolError::ConflictingPoints { .. })
         ));
-        let apart = pending(Some(point(1, 9)), Some(point(2, 5)), Attached::DmaBuf);
+        let apart = pending(Some(point(1, 9)), Some(point(2, 5)), Attach::dmabuf(1));
         assert_eq!(validate_commit(&apart), Ok(()));
         assert_eq!(validate_commit(&PendingState::default()), Ok(()));
-        let null = pending(None, None, Attached::Null);
+        let null = pending(None, None, Attach::Null);
         assert_eq!(validate_commit(&null), Ok(()));
     }
 
@@ -632,7 +618,8 @@ mod tests {
         // Tolerated: no_buffer, unsupported_buffer, no_acquire_point, no_release_point,
         // no_surface, and every point is kept for the plan.
         let (a, r) = (point(1, 7), point(2, 1));
-        let sync = resolve_commit(&pending(None, None, Attached::Shm), Leniency::Lenient).unwrap();
+        let sync =
+            resolve_commit(&pending(None, None, Attach::Shm(())), Leniency::Lenient).unwrap();
         assert_eq!(sync.mode, SyncMode::Implicit);
         assert_eq!(sync.tolerated.len(), 3);
         assert_eq!(
@@ -640,21 +627,24 @@ mod tests {
             "no_acquire_point: commit with a buffer attached but no acquire point \
              (and no release point either)"
         );
-        let sync =
-            resolve_commit(&pending(Some(a), None, Attached::DmaBuf), Leniency::Lenient).unwrap();
+        let sync = resolve_commit(
+            &pending(Some(a), None, Attach::dmabuf(1)),
+            Leniency::Lenient,
+        )
+        .unwrap();
         assert_eq!(sync.mode, SyncMode::AcquireOnly(a));
         assert_eq!(
             sync.tolerated,
             [ProtocolError::NoReleasePoint { acquire: Some(a) }]
         );
-        let sync =
-            resolve_commit(&pending(None, Some(r), Attached::DmaBuf), Leniency::Lenient).unwrap();
-        assert_eq!(sync.mode, SyncMode::ReleaseOnly(r));
         let sync = resolve_commit(
-            &pending(Some(a), Some(r), Attached::Null),
+            &pending(None, Some(r), Attach::dmabuf(1)),
             Leniency::Lenient,
         )
         .unwrap();
+        assert_eq!(sync.mode, SyncMode::ReleaseOnly(r));
+        let sync =
+            resolve_commit(&pending(Some(a), Some(r), Attach::Null), Leniency::Lenient).unwrap();
         assert_eq!(
             sync.mode,
             SyncMode::Explicit {
@@ -688,7 +678,7 @@ mod tests {
                 Verdict::Raise(error)
             );
         }
-        let conflicting = pending(Some(point(1, 9)), Some(point(1, 2)), Attached::Nothing);
+        let conflicting = pending(Some(point(1, 9)), Some(point(1, 2)), Attach::Keep);
         assert!(matches!(
             resolve_commit(&conflicting, Leniency::Lenient),
             Err(ProtocolError::ConflictingPoints {
@@ -709,10 +699,10 @@ mod tests {
             Some(point(2, 7)),
         ];
         let attachments = [
-            Attached::Nothing,
-            Attached::Null,
-            Attached::Shm,
-            Attached::DmaBuf,
+            Attach::Keep,
+            Attach::Null,
+            Attach::Shm(()),
+            Attach::dmabuf(1),
         ];
         let mut count = 0;
         for acquire in points {
@@ -722,9 +712,9 @@ mod tests {
                     let state = pending(acquire, release, attached);
                     let conflicting = matches!((acquire, release),
                         (Some(a), Some(r)) if a.timeline == r.timeline && a.value >= r.value);
-                    let has_buffer = matches!(attached, Attached::Shm | Attached::DmaBuf);
+                    let has_buffer = matches!(attached, Attach::Shm(()) | Attach::DmaBuf { .. });
                     let valid = if has_buffer {
-                        attached == Attached::DmaBuf
+                        attached == Attach::dmabuf(1)
                             && acquire.is_some()
                             && release.is_some()
                             && !conflicting

@@ -27,13 +27,14 @@
 //! # How to use
 //! ```no_run
 //! use fencebridge::bridge::plan::Release;
-//! use fencebridge::bridge::release::{Attach, ReleaseAction, ReleaseEvent, ReleaseTracker};
-//! use fencebridge::bridge::{BufferId, FenceId};
+//! use fencebridge::bridge::release::{ReleaseAction, ReleaseEvent, ReleaseTracker};
+//! use fencebridge::bridge::{Attach, BufferId, FenceId};
 //! # fn execute(_: ReleaseAction) {}
 //! let mut tracker = ReleaseTracker::new(); // per surface
 //! let a = BufferId(1);
 //! let release = Release::WhenReadsDone;
-//! let commit = ReleaseEvent::Committed { attach: Attach::Buffer(a), release };
+//! let attach = Attach::DmaBuf { buffer: a, unique_planes: 1 };
+//! let commit = ReleaseEvent::Committed { attach, release };
 //! tracker.handle(commit).into_iter().for_each(execute);
 //! // Two passes read it (two outputs); the first to report finishes last.
 //! let output_1 = ReleaseEvent::Read { buffer: a, fence: Some(FenceId(9)) };
@@ -49,18 +50,7 @@
 //! ```
 
 use super::plan::Release;
-use super::{BufferId, FenceId, TimelinePoint};
-
-/// What a commit did to the surface's buffer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Attach {
-    /// No attach: the current buffer stays.
-    Keep,
-    /// A null attach: the surface has no buffer any more.
-    Null,
-    /// This buffer replaces the current one (or is attached again).
-    Buffer(BufferId),
-}
+use super::{Attach, BufferId, FenceId, TimelinePoint};
 
 /// What happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -68,7 +58,7 @@ pub enum ReleaseEvent {
     /// A commit applied, with the plan's release decision.
     Committed {
         /// What it attached.
-        attach: Attach,
+        attach: Attach<BufferId>,
         /// How to give the buffer back ([`super::plan::CommitPlan::release`]).
         release: Release,
     },
@@ -200,7 +190,12 @@ impl ReleaseTracker {
         actions
     }
 
-    fn committed(&mut self, attach: Attach, release: Release, actions: &mut Vec<ReleaseAction>) {
+    fn committed(
+        &mut self,
+        attach: Attach<BufferId>,
+        release: Release,
+        actions: &mut Vec<ReleaseAction>,
+    ) {
         let (buffer_release, point) = match release {
             Release::Nothing => (None, None),
             Release::AfterCopy => (Some(BufferRelease::AfterCopy), None),
@@ -208,15 +203,15 @@ impl ReleaseTracker {
             Release::WhenReadsDone => (Some(BufferRelease::WhenReadsDone), None),
             Release::SignalReleasePointFromReadFence(point) => (None, Some(point)),
         };
-        match attach {
+        match attach.buffer() {
             // The surface is gone: nothing will read what it commits, so pay at once.
-            Attach::Buffer(buffer) if self.gone.is_some() => {
+            Some(&buffer) if self.gone.is_some() => {
                 self.discharge(Held::new(buffer, buffer_release, point), actions)
             }
-            Attach::Buffer(buffer) => self.attach(buffer, buffer_release, point, actions),
+            Some(&buffer) => self.attach(buffer, buffer_release, point, actions),
             // No buffer for the points of this commit (a tolerated no_buffer): nothing of ours
             // reads for them. A wl_buffer.release with no buffer names nothing to owe.
-            Attach::Keep | Attach::Null => {
+            None => {
                 if attach == Attach::Null {
                     self.retire(actions);
                 }
@@ -327,8 +322,16 @@ mod tests {
         TimelinePoint::new(value, value)
     }
 
-    fn commit(attach: Attach, release: Release) -> ReleaseEvent {
+    fn commit(attach: Attach<BufferId>, release: Release) -> ReleaseEvent {
         ReleaseEvent::Committed { attach, release }
+    }
+
+    /// A dma-buf commit of `buffer` (the books do not tell kinds apart).
+    fn buffer(buffer: BufferId) -> Attach<BufferId> {
+        Attach::DmaBuf {
+            buffer,
+            unique_planes: 1,
+        }
     }
 
     fn nothing_due(tracker: &mut ReleaseTracker, event: ReleaseEvent) {
@@ -345,7 +348,7 @@ mod tests {
     #[test]
     fn shm_is_released_after_the_copy_while_still_shown() {
         let mut t = ReleaseTracker::new();
-        assert_eq!(t.handle(commit(Attach::Buffer(A), Release::AfterCopy)), []);
+        assert_eq!(t.handle(commit(buffer(A), Release::AfterCopy)), []);
         let copied = t.handle(ReleaseEvent::Read {
             buffer: A,
             fence: None,
@@ -359,7 +362,7 @@ mod tests {
         );
         assert_eq!(t.outstanding(), 0);
         // Replacing it later owes nothing more.
-        assert_eq!(t.handle(commit(Attach::Buffer(B), Release::AfterCopy)), []);
+        assert_eq!(t.handle(commit(buffer(B), Release::AfterCopy)), []);
         // Never copied: released when replaced.
         assert_eq!(
             t.handle(commit(Attach::Null, Release::Nothing)),
@@ -373,10 +376,10 @@ mod tests {
     #[test]
     fn fencing_producers_get_the_buffer_back_without_waiting() {
         let mut t = ReleaseTracker::new();
-        nothing_due(&mut t, commit(Attach::Buffer(A), Release::WhenReplaced));
+        nothing_due(&mut t, commit(buffer(A), Release::WhenReplaced));
         nothing_due(&mut t, read(A, 5));
         assert_eq!(
-            t.handle(commit(Attach::Buffer(B), Release::WhenReplaced)),
+            t.handle(commit(buffer(B), Release::WhenReplaced)),
             [ReleaseAction::SendBufferRelease {
                 buffer: A,
                 after: vec![]
@@ -387,7 +390,7 @@ mod tests {
     #[test]
     fn deferred_release_and_release_points_wait_for_every_read() {
         let mut t = ReleaseTracker::new();
-        nothing_due(&mut t, commit(Attach::Buffer(A), Release::WhenReadsDone));
+        nothing_due(&mut t, commit(buffer(A), Release::WhenReadsDone));
         nothing_due(&mut t, read(A, 5));
         nothing_due(&mut t, read(A, 6));
         nothing_due(
@@ -399,7 +402,7 @@ mod tests {
         );
         nothing_due(&mut t, read(B, 7)); // not the surface's buffer: ignored
         let actions = t.handle(commit(
-            Attach::Buffer(B),
+            buffer(B),
             Release::SignalReleasePointFromReadFence(point(8)),
         ));
         assert_eq!(
@@ -424,7 +427,7 @@ mod tests {
         // Two outputs and a capture read the buffer; the capture's read is seen done.
         let mut t = ReleaseTracker::new();
         let release = Release::SignalReleasePointFromReadFence(point(9));
-        nothing_due(&mut t, commit(Attach::Buffer(A), release));
+        nothing_due(&mut t, commit(buffer(A), release));
         nothing_due(&mut t, read(A, 1));
         nothing_due(&mut t, read(A, 2));
         nothing_due(&mut t, read(A, 3));
@@ -443,24 +446,21 @@ mod tests {
     #[test]
     fn attached_again_one_release_but_every_point() {
         let mut t = ReleaseTracker::new();
-        nothing_due(&mut t, commit(Attach::Buffer(A), Release::WhenReplaced));
+        nothing_due(&mut t, commit(buffer(A), Release::WhenReplaced));
         nothing_due(&mut t, read(A, 1));
-        assert_eq!(
-            t.handle(commit(Attach::Buffer(A), Release::WhenReadsDone)),
-            []
-        );
+        assert_eq!(t.handle(commit(buffer(A), Release::WhenReadsDone)), []);
         assert_eq!(t.outstanding(), 1);
         nothing_due(
             &mut t,
             commit(
-                Attach::Buffer(A),
+                buffer(A),
                 Release::SignalReleasePointFromReadFence(point(3)),
             ),
         );
         // The replaced commit's point is due at once; the buffer, still shown, is not.
         assert_eq!(
             t.handle(commit(
-                Attach::Buffer(A),
+                buffer(A),
                 Release::SignalReleasePointFromReadFence(point(4)),
             )),
             [ReleaseAction::SignalReleasePoint {
@@ -487,7 +487,7 @@ mod tests {
     #[test]
     fn points_without_a_buffer_are_signalled_at_once() {
         let mut t = ReleaseTracker::new();
-        nothing_due(&mut t, commit(Attach::Buffer(A), Release::WhenReadsDone));
+        nothing_due(&mut t, commit(buffer(A), Release::WhenReadsDone));
         let actions = t.handle(commit(
             Attach::Keep,
             Release::SignalReleasePointFromReadFence(point(2)),
@@ -508,7 +508,7 @@ mod tests {
         nothing_due(
             &mut t,
             commit(
-                Attach::Buffer(A),
+                buffer(A),
                 Release::SignalReleasePointFromReadFence(point(1)),
             ),
         );
@@ -521,7 +521,7 @@ mod tests {
             }]
         );
         assert_eq!(
-            t.handle(commit(Attach::Buffer(B), Release::WhenReadsDone)),
+            t.handle(commit(buffer(B), Release::WhenReadsDone)),
             [ReleaseAction::ForgetBuffer { buffer: B }]
         );
         assert_eq!(t.handle(ReleaseEvent::SurfaceDestroyed), []);
@@ -552,12 +552,7 @@ mod tests {
         fresh.0 += 1;
         let buffers = [A, B, BufferId(3)];
         if symbol < 20 {
-            let attach = [
-                Attach::Keep,
-                Attach::Null,
-                Attach::Buffer(A),
-                Attach::Buffer(B),
-            ][symbol / 5];
+            let attach = [Attach::Keep, Attach::Null, buffer(A), buffer(B)][symbol / 5];
             let release = [
                 Release::Nothing,
                 Release::AfterCopy,
@@ -619,10 +614,7 @@ mod tests {
             let mut new_current = self.current;
             match event {
                 ReleaseEvent::Committed { attach, release } => {
-                    let buffer = match attach {
-                        Attach::Buffer(b) => Some(b),
-                        _ => None,
-                    };
+                    let buffer = attach.buffer().copied();
                     match release {
                         Release::SignalReleasePointFromReadFence(p) => {
                             assert!(self.owed_points.insert(p, buffer).is_none());
@@ -641,7 +633,7 @@ mod tests {
                         _ if gone => new_current = None,
                         Attach::Keep => {}
                         Attach::Null => new_current = None,
-                        Attach::Buffer(b) => new_current = Some(b),
+                        Attach::Shm(b) | Attach::DmaBuf { buffer: b, .. } => new_current = Some(b),
                     }
                 }
                 ReleaseEvent::Read { .. } => {}

@@ -4,7 +4,7 @@
 use std::os::fd::BorrowedFd;
 
 use super::{Access, FenceState, StubSignature, SyncFile};
-use crate::error::{file_kind, FileKind};
+use crate::sys::{file_kind, FileKind};
 use crate::{sys, Error, Result};
 
 /// What a snapshot of a buffer's fences found.

@@ -7,7 +7,7 @@ use std::time::Duration;
 use rustix::event::{poll, PollFd, PollFlags, Timespec};
 use rustix::io::Errno;
 
-use crate::error::{file_kind, FileKind};
+use crate::sys::{file_kind, FileKind};
 use crate::{sys, Error, Result};
 
 /// An owned sync_file: a snapshot of one or more fences, readable (POLLIN) once all signalled.

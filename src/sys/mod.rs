@@ -5,8 +5,8 @@
 //! with owned fds and typed errors. Every ioctl goes through [`call`], which also counts it
 //! (see [`ioctl_count`]) so benchmarks and tests can check the syscall budget of each path.
 //!
-//! The DRM syncobj ioctls other than `FD_TO_HANDLE` come from the `drm` crate; that one is ours
-//! because drm 0.14.1 sends handle 0 with `IMPORT_SYNC_FILE` (the kernel then says ENOENT).
+//! The DRM ioctls are in [`drm`]: most of them made through the `drm` crate, which only that
+//! module can reach, and counted there too.
 //!
 //! Tools built on this crate issue their own ioctls through [`call`] too, so that one counter
 //! covers the process (the CLI's V4L2 layer does).
@@ -25,7 +25,7 @@
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use rustix::io::Result;
+use rustix::io::{Errno, Result};
 use rustix::ioctl::{self, opcode, Ioctl, Opcode, Setter, Updater};
 
 static IOCTLS: AtomicU64 = AtomicU64::new(0);
@@ -35,10 +35,13 @@ pub fn ioctl_count() -> u64 {
     IOCTLS.load(Ordering::Relaxed)
 }
 
-/// Counts one ioctl issued elsewhere on the crate's behalf (the `drm` crate's syncobj calls), so
-/// [`ioctl_count`] covers every ioctl a path costs.
-pub(crate) fn count_foreign_ioctl() {
-    IOCTLS.fetch_add(1, Ordering::Relaxed);
+pub mod drm;
+
+/// Counts `ioctls` issued: by [`call`], or by the `drm` crate for [`drm`].
+fn count(ioctls: u64) {
+    IOCTLS.fetch_add(ioctls, Ordering::Relaxed);
+    #[cfg(test)]
+    tests::THREAD_IOCTLS.with(|n| n.set(n.get() + ioctls));
 }
 
 /// Issues one ioctl and counts it: every ioctl of this crate goes through here, and tools built
@@ -48,7 +51,7 @@ pub(crate) fn count_foreign_ioctl() {
 /// `req` must be built with an opcode whose argument type is exactly the type the kernel
 /// expects for that request (the caller proves it at each call site).
 pub unsafe fn call<I: Ioctl>(fd: BorrowedFd<'_>, req: I) -> Result<I::Output> {
-    IOCTLS.fetch_add(1, Ordering::Relaxed);
+    count(1);
     // SAFETY: forwarded from this function's contract.
     unsafe { ioctl::ioctl(fd, req) }
 }
@@ -257,51 +260,36 @@ pub fn sync_file_info(
 }
 
 // ---------------------------------------------------------------------------------------------
-// DRM (include/uapi/drm/drm.h): the one syncobj ioctl drm 0.14.1 gets wrong.
+// What an fd is, where an ioctl's refusal does not say.
 
-/// `DRM_SYNCOBJ_FD_TO_HANDLE_FLAGS_IMPORT_SYNC_FILE`.
-pub const DRM_SYNCOBJ_FD_TO_HANDLE_FLAGS_IMPORT_SYNC_FILE: u32 = 1 << 0;
-
-/// `struct drm_syncobj_handle` (with the `point` field of current headers).
-#[repr(C)]
-#[derive(Debug, Default, Clone, Copy)]
-pub struct DrmSyncobjHandle {
-    /// The syncobj handle (in for IMPORT_SYNC_FILE, out otherwise).
-    pub handle: u32,
-    /// `DRM_SYNCOBJ_FD_TO_HANDLE_FLAGS_*`.
-    pub flags: u32,
-    /// The fd to import.
-    pub fd: i32,
-    /// Must be 0.
-    pub pad: u32,
-    /// Timeline point (only with the TIMELINE flag, 6.x+; unused here).
-    pub point: u64,
+/// What kind of file an fd is: asked to turn ENOTTY/EINVAL into a clear error, and to confirm
+/// that a file which polls ready is a dma-buf (any file polls ready; one `fstatfs`, no ioctl).
+/// A dma-buf lives on the dma-buf pseudo filesystem, a sync_file is an anon inode.
+pub(crate) fn file_kind(fd: BorrowedFd<'_>) -> FileKind {
+    const DMA_BUF_MAGIC: i64 = 0x444d_4142;
+    // `f_type` is an i64 here but a narrower integer on other architectures.
+    #[allow(clippy::useless_conversion)]
+    match rustix::fs::fstatfs(fd) {
+        Err(Errno::BADF) => return FileKind::Closed,
+        Ok(fs) if i64::from(fs.f_type) == DMA_BUF_MAGIC => return FileKind::DmaBuf,
+        _ => {}
+    }
+    let path = format!("/proc/self/fd/{}", fd.as_raw_fd());
+    match std::fs::read_link(path) {
+        Ok(target) if target.as_os_str() == "anon_inode:sync_file" => FileKind::SyncFile,
+        Ok(target) if target.as_os_str() == "anon_inode:syncobj_file" => FileKind::Syncobj,
+        _ => FileKind::Other,
+    }
 }
 
-/// `DRM_IOCTL_SYNCOBJ_FD_TO_HANDLE`.
-pub const DRM_IOCTL_SYNCOBJ_FD_TO_HANDLE: Opcode =
-    opcode::read_write::<DrmSyncobjHandle>(b'd', 0xC2);
-
-/// Replaces the fence of the binary syncobj `handle` with the fence of `sync_file`.
-pub fn drm_syncobj_import_sync_file(
-    drm: BorrowedFd<'_>,
-    handle: u32,
-    sync_file: BorrowedFd<'_>,
-) -> Result<()> {
-    let mut arg = DrmSyncobjHandle {
-        handle,
-        flags: DRM_SYNCOBJ_FD_TO_HANDLE_FLAGS_IMPORT_SYNC_FILE,
-        fd: sync_file.as_raw_fd(),
-        ..Default::default()
-    };
-    // SAFETY: the opcode is DRM_IOWR(0xC2, struct drm_syncobj_handle) and `arg` has that layout;
-    // the kernel reads the borrowed sync_file fd and writes only inside `arg`.
-    unsafe {
-        call(
-            drm,
-            Updater::<{ DRM_IOCTL_SYNCOBJ_FD_TO_HANDLE }, _>::new(&mut arg),
-        )
-    }
+/// What [`file_kind`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FileKind {
+    DmaBuf,
+    SyncFile,
+    Syncobj,
+    Closed,
+    Other,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -390,7 +378,7 @@ pub fn udmabuf_create(
     memfd: BorrowedFd<'_>,
     size: u64,
 ) -> Result<OwnedFd> {
-    let memfd = u32::try_from(memfd.as_raw_fd()).map_err(|_| rustix::io::Errno::BADF)?;
+    let memfd = u32::try_from(memfd.as_raw_fd()).map_err(|_| Errno::BADF)?;
     let arg = UdmabufCreate {
         memfd,
         flags: UDMABUF_FLAGS_CLOEXEC,
@@ -459,8 +447,21 @@ pub fn dma_heap_alloc(heap: BorrowedFd<'_>, len: u64) -> Result<OwnedFd> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    thread_local! {
+        /// The ioctls this thread counted: exact, where the process-wide count moves with the
+        /// tests running beside it.
+        pub(super) static THREAD_IOCTLS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    }
+
+    /// What `f` returns, and how many ioctls it counted.
+    pub(crate) fn ioctls_of<R>(f: impl FnOnce() -> R) -> (R, u64) {
+        let before = THREAD_IOCTLS.with(|n| n.get());
+        let r = f();
+        (r, THREAD_IOCTLS.with(|n| n.get()) - before)
+    }
 
     /// Every opcode against the number the kernel headers give (x86_64, computed by hand from
     /// `_IOC(dir, type, nr, size)` and cross-checked with the C headers).
@@ -471,7 +472,6 @@ mod tests {
         assert_eq!(DMA_BUF_IOCTL_IMPORT_SYNC_FILE, 0x4008_6203);
         assert_eq!(SYNC_IOC_MERGE, 0xc030_3e03);
         assert_eq!(SYNC_IOC_FILE_INFO, 0xc038_3e04);
-        assert_eq!(DRM_IOCTL_SYNCOBJ_FD_TO_HANDLE, 0xc018_64c2);
         assert_eq!(DRM_IOCTL_VGEM_FENCE_ATTACH, 0xc010_6441);
         assert_eq!(DRM_IOCTL_VGEM_FENCE_SIGNAL, 0x4008_6442);
         assert_eq!(UDMABUF_CREATE, 0x4018_7542);
@@ -491,6 +491,5 @@ mod tests {
         assert_eq!(std::mem::size_of::<SyncFenceInfo>(), 80);
         assert_eq!(std::mem::size_of::<SyncFileInfo>(), 56);
         assert_eq!(std::mem::size_of::<SyncMergeData>(), 48);
-        assert_eq!(std::mem::size_of::<DrmSyncobjHandle>(), 24);
     }
 }

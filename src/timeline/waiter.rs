@@ -13,12 +13,14 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use drm::control::{syncobj, Device as _};
+use std::os::fd::AsFd;
+
 use rustix::io::Errno;
 
 use super::{SyncobjDevice, Timeline, WaitFor};
-use crate::device::{io_errno, DrmNode};
-use crate::{sys, Error, Result};
+use crate::device::DrmNode;
+use crate::sys::drm::{self as sys_drm, SyncobjHandle};
+use crate::{Error, Result};
 
 /// Called once from the waiter thread when the point is ready (or its wait failed).
 pub(crate) type Notify = Box<dyn FnOnce(Result<()>) + Send>;
@@ -30,7 +32,7 @@ pub(crate) struct Waiter {
     /// The device's DRM file, through an fd of the thread's own (the device may go first).
     node: DrmNode,
     /// The private timeline whose points wake the thread.
-    wake: syncobj::Handle,
+    wake: SyncobjHandle,
     wait_for: WaitFor,
     set: Mutex<WaitSet>,
 }
@@ -148,11 +150,12 @@ impl Waiter {
         set.changes += 1;
         if std::mem::take(&mut set.armed) {
             // Under the lock, so wake points are signalled in increasing order.
-            sys::count_foreign_ioctl();
-            if let Err(e) = self
-                .node
-                .syncobj_timeline_signal(&[self.wake], &[set.wake_point])
-            {
+            let signalled = sys_drm::syncobj_timeline_signal(
+                self.node.as_fd(),
+                &[self.wake],
+                &[set.wake_point],
+            );
+            if let Err(e) = signalled {
                 tracing::error!("fencebridge: could not wake the waiter thread: {e}");
             }
             set.wake_point += 1;
@@ -208,8 +211,7 @@ impl Waiter {
                 (entry.notify)(Err(Error::io("DRM_IOCTL_SYNCOBJ_TIMELINE_WAIT")(errno)));
             }
         }
-        sys::count_foreign_ioctl();
-        if let Err(e) = self.node.destroy_syncobj(self.wake) {
+        if let Err(e) = sys_drm::syncobj_destroy(self.node.as_fd(), self.wake) {
             tracing::warn!("fencebridge: could not destroy the waiter's wake syncobj: {e}");
         }
     }
@@ -221,18 +223,13 @@ impl Waiter {
         if self.wait_for != WaitFor::Signalled || set.entries.is_empty() {
             return fired;
         }
-        let (ids, handles): (Vec<u64>, Vec<syncobj::Handle>) = set
+        let (ids, handles): (Vec<u64>, Vec<SyncobjHandle>) = set
             .entries
             .iter()
             .map(|(id, e)| (*id, e.timeline.syncobj().handle()))
             .unzip();
         let mut values = vec![0; handles.len()];
-        sys::count_foreign_ioctl();
-        if self
-            .node
-            .syncobj_timeline_query(&handles, &mut values, false)
-            .is_ok()
-        {
+        if sys_drm::syncobj_timeline_query(self.node.as_fd(), &handles, &mut values).is_ok() {
             for (id, value) in ids.iter().zip(values) {
                 if set.entries.get(id).is_some_and(|e| value >= e.point) {
                     fired.extend(set.entries.remove(id));
@@ -282,20 +279,12 @@ impl Waiter {
 /// (WAIT_FOR_SUBMIT). Only for helper threads, never the loop thread (or with deadline 0).
 pub(super) fn wait_any(
     node: &DrmNode,
-    handles: &[syncobj::Handle],
+    handles: &[SyncobjHandle],
     points: &[u64],
     wait_for: WaitFor,
     deadline_ns: i64,
 ) -> std::result::Result<usize, Errno> {
-    sys::count_foreign_ioctl();
-    node.syncobj_timeline_wait(
-        handles,
-        points,
-        deadline_ns,
-        false,
-        true,
-        wait_for == WaitFor::Available,
-    )
-    .map(|first| first as usize)
-    .map_err(|e| io_errno(&e))
+    let available = wait_for == WaitFor::Available;
+    sys_drm::syncobj_timeline_wait_any(node.as_fd(), handles, points, deadline_ns, available)
+        .map(|first| first as usize)
 }

@@ -20,50 +20,20 @@ use super::report::CommitPath;
 use super::surface::{ClientPoint, QueuedCommit, ReleaseSlot, SurfaceBooks};
 use super::wait::{self, Held, WaitOn};
 use super::FenceBridgeHandler;
-use crate::bridge::plan::{self, Acquire, BufferKind, CommitInput, CommitPlan, Publish};
+use crate::bridge::plan::{self, Acquire, CommitInput, CommitPlan, Publish};
 use crate::bridge::producer_class::{ProducerClass, ProducerClassifier};
-use crate::bridge::protocol::{self, Attached, CommitSync, PendingState};
+use crate::bridge::protocol::{self, CommitSync, PendingState};
 use crate::bridge::release::ReleaseEvent;
+use crate::bridge::Attach;
 use crate::fence::{dmabuf, Access, FenceState, SyncFile};
 use crate::source::TimelinePointSource;
 use crate::timeline::WaitFor;
 
-/// What a commit attached.
-#[derive(Debug, Clone)]
-enum Attachment {
-    Keep,
-    Null,
-    Shm(WlBuffer),
-    DmaBuf(WlBuffer, Dmabuf),
-}
-
-impl Attachment {
-    fn protocol(&self) -> Attached {
-        match self {
-            Attachment::Keep => Attached::Nothing,
-            Attachment::Null => Attached::Null,
-            Attachment::Shm(_) => Attached::Shm,
-            Attachment::DmaBuf(..) => Attached::DmaBuf,
-        }
-    }
-
-    fn kind(&self) -> BufferKind {
-        match self {
-            Attachment::Keep | Attachment::Null => BufferKind::None,
-            Attachment::Shm(_) => BufferKind::Shm,
-            Attachment::DmaBuf(_, d) => BufferKind::DmaBuf {
-                unique_planes: d.num_planes(),
-            },
-        }
-    }
-
-    /// What the release books see: `None` keep, `Some(None)` null, `Some(Some(b))` a buffer.
-    fn buffer(&self) -> Option<Option<&WlBuffer>> {
-        match self {
-            Attachment::Keep => None,
-            Attachment::Null => Some(None),
-            Attachment::Shm(b) | Attachment::DmaBuf(b, _) => Some(Some(b)),
-        }
+/// The dma-buf of what a commit attached, if it attached one.
+fn attached_dmabuf(attachment: &Attach<WlBuffer>) -> Option<&Dmabuf> {
+    match attachment {
+        Attach::DmaBuf { buffer, .. } => get_dmabuf(buffer).ok(),
+        Attach::Keep | Attach::Null | Attach::Shm(_) => None,
     }
 }
 
@@ -71,7 +41,7 @@ impl Attachment {
 /// (or is merged away) together with the buffer it is about.
 #[derive(Debug)]
 pub(crate) struct CommitRecord {
-    attachment: Attachment,
+    attachment: Attach<WlBuffer>,
     plan: CommitPlan,
     /// The fence the contents are ready at: the snapshot, or the exported acquire point
     /// (exported lazily if it had no fence at commit time).
@@ -88,7 +58,7 @@ pub(crate) struct CommitRecord {
 impl CommitRecord {
     /// Attaches nothing (the buffer stays).
     fn keeps_buffer(&self) -> bool {
-        matches!(self.attachment, Attachment::Keep)
+        matches!(self.attachment, Attach::Keep)
     }
 }
 
@@ -151,11 +121,14 @@ pub(crate) fn pre_commit<D: FenceBridgeHandler>(
             .buffer
             .as_ref()
         {
-            None => Attachment::Keep,
-            Some(BufferAssignment::Removed) => Attachment::Null,
+            None => Attach::Keep,
+            Some(BufferAssignment::Removed) => Attach::Null,
             Some(BufferAssignment::NewBuffer(buffer)) => match get_dmabuf(buffer) {
-                Ok(dmabuf) => Attachment::DmaBuf(buffer.clone(), dmabuf.clone()),
-                Err(_) => Attachment::Shm(buffer.clone()),
+                Ok(dmabuf) => Attach::DmaBuf {
+                    buffer: buffer.clone(),
+                    unique_planes: dmabuf.num_planes(),
+                },
+                Err(_) => Attach::Shm(buffer.clone()),
             },
         };
         let mut books = SurfaceBooks::of(states)?;
@@ -181,7 +154,7 @@ pub(crate) fn pre_commit<D: FenceBridgeHandler>(
             let pending = PendingState {
                 acquire: acquire.as_ref().map(|p| p.point),
                 release: release.as_ref().map(|p| p.point),
-                attached: attachment.protocol(),
+                attached: attachment.kind(),
             };
             let leniency = state.fencebridge_state().config.leniency;
             match protocol::resolve_commit(&pending, leniency) {
@@ -221,8 +194,8 @@ pub(crate) fn pre_commit<D: FenceBridgeHandler>(
     } else {
         sync
     };
-    let acquire = acquire.filter(|p| p.point.value != 0);
-    let release = release.filter(|p| p.point.value != 0);
+    let acquire = acquire.filter(|p| p.point.names_a_point());
+    let release = release.filter(|p| p.point.names_a_point());
     for tolerated in &sync.tolerated {
         tracing::warn!("fencebridge: tolerated a client bug: {tolerated}");
         let report = &mut state.fencebridge_state().client_books(&client).report;
@@ -252,8 +225,8 @@ pub(crate) fn pre_commit<D: FenceBridgeHandler>(
     // its work already (it usually has), else once the point has a fence.
     let mut publish_later = None;
     if plan.publish == Publish::ImportAcquireAsWriteFence && !acquire_ready {
-        if let (Attachment::DmaBuf(_, dmabuf), Some(point)) =
-            (&record.attachment, &record.acquire_point)
+        if let (Some(dmabuf), Some(point)) =
+            (attached_dmabuf(&record.attachment), &record.acquire_point)
         {
             match point.timeline.export_sync_file(point.point.value) {
                 Ok(fence) => {
@@ -271,10 +244,10 @@ pub(crate) fn pre_commit<D: FenceBridgeHandler>(
 
     let path = match plan.acquire {
         Acquire::Nothing => match record.attachment {
-            Attachment::Keep | Attachment::Null => CommitPath::NoBuffer,
-            Attachment::Shm(_) => CommitPath::Shm,
-            Attachment::DmaBuf(..) if record.acquire_point.is_some() => CommitPath::ExplicitReady,
-            Attachment::DmaBuf(..) => CommitPath::ImplicitReady,
+            Attach::Keep | Attach::Null => CommitPath::NoBuffer,
+            Attach::Shm(_) => CommitPath::Shm,
+            Attach::DmaBuf { .. } if record.acquire_point.is_some() => CommitPath::ExplicitReady,
+            Attach::DmaBuf { .. } => CommitPath::ImplicitReady,
         },
         Acquire::CannotWait => CommitPath::ImplicitUnwaited,
         Acquire::WaitSnapshot => match snapshot {
@@ -378,22 +351,21 @@ fn plan<D: FenceBridgeHandler>(
     state: &mut D,
     surface: &WlSurface,
     classifier: &mut Option<ProducerClassifier>,
-    attachment: &Attachment,
+    attachment: &Attach<WlBuffer>,
     sync: plan::SyncMode,
 ) -> (CommitPlan, Option<SyncFile>) {
     let bridge = state.fencebridge_state();
     let caps = bridge.bridge_caps;
     let mut buffer = attachment.kind();
     let mut snapshot = None;
-    if let (Attachment::DmaBuf(_, dmabuf), true) =
-        (attachment, plan::needs_snapshot(buffer, &sync, caps))
-    {
+    if let (Some(dmabuf), true) = (
+        attached_dmabuf(attachment),
+        plan::needs_snapshot(buffer, &sync, caps),
+    ) {
         let planes: Vec<BorrowedFd<'_>> = dmabuf.handles().collect();
         match dmabuf::export(&planes, Access::Read, &bridge.stub) {
             Ok(taken) => {
-                buffer = BufferKind::DmaBuf {
-                    unique_planes: taken.unique_dmabufs,
-                };
+                buffer = Attach::dmabuf(taken.unique_dmabufs);
                 snapshot = Some(taken);
             }
             Err(e) => tracing::warn!("fencebridge: could not snapshot a dma-buf's fences: {e}"),
@@ -485,7 +457,7 @@ pub(crate) fn post_commit<D: FenceBridgeHandler>(
         if let Some(point) = record.release.take() {
             books.owe_release_point(point);
         }
-        let attach = books.attach(record.attachment.buffer());
+        let attach = books.attach(&record.attachment);
         Some(books.book(ReleaseEvent::Committed {
             attach,
             release: record.plan.release,

@@ -114,7 +114,7 @@ use wayland_protocols::wp::linux_drm_syncobj::v1::server::wp_linux_drm_syncobj_m
 use crate::bridge::plan::BridgeCaps;
 use crate::bridge::producer_class::BecameNonFencing;
 use crate::bridge::protocol::Leniency;
-use crate::caps::{Capabilities, PointWaitPath};
+use crate::caps::Capabilities;
 use crate::fence::StubSignature;
 use crate::source::WaitMethod;
 use crate::timeline::{SyncobjDevice, Timeline};
@@ -288,18 +288,12 @@ impl FenceBridgeState {
     where
         D: GlobalDispatch<WpLinuxDrmSyncobjManagerV1, SyncobjGlobalData> + 'static,
     {
-        let caps = match &config.syncobj_device {
-            Some(device) => Capabilities::probe_device(device),
-            None => Capabilities::probe(),
+        // One probe: it calibrates the stub fence and picks (and keeps open) the device.
+        let (caps, device) = match &config.syncobj_device {
+            Some(device) => (Capabilities::probe_device(device), Some(device.clone())),
+            None => Capabilities::probe_and_open(),
         };
-        let syncobj = match &config.syncobj_device {
-            _ if !config.explicit_sync => None,
-            Some(device) => Some(device.clone()),
-            None if caps.point_wait == PointWaitPath::Unavailable => None,
-            None => SyncobjDevice::find()
-                .inspect_err(|e| tracing::warn!("fencebridge: no syncobj device: {e}"))
-                .ok(),
-        };
+        let syncobj = device.filter(|_| config.explicit_sync);
         let global = syncobj
             .as_ref()
             .map(|_| dh.create_global::<D, WpLinuxDrmSyncobjManagerV1, _>(1, SyncobjGlobalData));
@@ -318,7 +312,7 @@ impl FenceBridgeState {
             dh: dh.clone(),
             config,
             bridge_caps,
-            stub: StubSignature::calibrate(),
+            stub: caps.stub,
             syncobj,
             global,
             own_timeline: None,

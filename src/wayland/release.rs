@@ -28,10 +28,10 @@ use smithay::wayland::dmabuf::get_dmabuf;
 
 use super::surface::{Due, SurfaceBooks};
 use super::{wait, FenceBridgeHandler, FenceBridgeState};
-use crate::bridge::plan::{self, BufferKind};
 use crate::bridge::release::ReleaseEvent;
 use crate::bridge::release_order::{OwedPoint, ReleaseOrder};
 use crate::bridge::TimelinePoint;
+use crate::bridge::{plan, Attach};
 use crate::fence::{dmabuf, Access, SyncFile};
 use crate::source::SyncFileSource;
 use crate::timeline::Timeline;
@@ -124,9 +124,7 @@ pub(crate) fn book_reads<D: FenceBridgeHandler>(state: &mut D) {
             let mut books = SurfaceBooks::of(states)?;
             let published = match (&fence, books.current_buffer().map(get_dmabuf)) {
                 (Some(fence), Some(Ok(buffer))) => {
-                    let kind = BufferKind::DmaBuf {
-                        unique_planes: buffer.num_planes(),
-                    };
+                    let kind = Attach::dmabuf(buffer.num_planes());
                     plan::publish_read_fence(kind, caps, renderer_publishes) && {
                         let planes: Vec<BorrowedFd<'_>> = buffer.handles().collect();
                         dmabuf::import(&planes, fence, Access::Read)
@@ -246,16 +244,17 @@ pub(crate) fn has_signalled(fence: &SyncFile) -> bool {
 pub(crate) struct ReleasePoint {
     pub point: TimelinePoint,
     releases: TimelineReleases,
-    /// Its place in the timeline's order; `None` for point 0, which is never signalled: it
-    /// would replace the timeline's fence (see `SyncMode::without_point_zero`), and the
-    /// client's wait for it returns at once.
+    /// Its place in the timeline's order; `None` for point 0, which names no point and is never
+    /// signalled (`SyncMode::without_point_zero`): the client's wait for it returns at once.
     owed: Option<OwedPoint>,
 }
 
 impl ReleasePoint {
     /// `point` on the timeline `releases` keeps, owed from now on.
     pub fn new(releases: &TimelineReleases, point: TimelinePoint) -> Self {
-        let owed = (point.value != 0).then(|| releases.order().owe(point.value));
+        let owed = point
+            .names_a_point()
+            .then(|| releases.order().owe(point.value));
         ReleasePoint {
             point,
             releases: releases.clone(),

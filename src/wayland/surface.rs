@@ -16,8 +16,8 @@ use super::release::{has_signalled, ReleasePoint};
 use super::wait::WaitEntry;
 use super::{commit, release, FenceBridgeHandler};
 use crate::bridge::producer_class::ProducerClassifier;
-use crate::bridge::release::{Attach, ReleaseAction, ReleaseTracker};
-use crate::bridge::{BufferId, FenceId, TimelinePoint};
+use crate::bridge::release::{ReleaseAction, ReleaseTracker};
+use crate::bridge::{Attach, BufferId, FenceId, TimelinePoint};
 use crate::fence::SyncFile;
 use crate::timeline::Timeline;
 
@@ -180,23 +180,19 @@ impl SurfaceBooks {
 
     /// The release books' name for what a commit attached (the same id when the current
     /// buffer is attached again).
-    pub fn attach(&mut self, buffer: Option<Option<&WlBuffer>>) -> Attach {
-        match buffer {
-            None => Attach::Keep,
-            Some(None) => {
-                self.current = None;
-                Attach::Null
-            }
-            Some(Some(buffer)) => match &self.current {
-                Some((current, id)) if current == buffer => Attach::Buffer(*id),
-                _ => {
-                    self.next_buffer += 1;
-                    let id = BufferId(self.next_buffer);
-                    self.current = Some((buffer.clone(), id));
-                    Attach::Buffer(id)
-                }
-            },
+    pub fn attach(&mut self, attach: &Attach<WlBuffer>) -> Attach<BufferId> {
+        if matches!(attach, Attach::Null) {
+            self.current = None;
         }
+        attach.clone().map(|buffer| match &self.current {
+            Some((current, id)) if *current == buffer => *id,
+            _ => {
+                self.next_buffer += 1;
+                let id = BufferId(self.next_buffer);
+                self.current = Some((buffer, id));
+                id
+            }
+        })
     }
 
     /// The buffer the surface shows, as the books know it.

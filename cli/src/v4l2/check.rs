@@ -10,9 +10,10 @@ use super::report::{self, Finding};
 use super::show::ShowOutcome;
 use super::Error;
 use fencebridge::bridge::plan::{
-    self, Acquire, BridgeCaps, BufferKind, CommitInput, CommitPlan, Release, SyncMode,
+    self, Acquire, BridgeCaps, CommitInput, CommitPlan, Release, SyncMode,
 };
 use fencebridge::bridge::producer_class::{BecameNonFencing, ProducerClass, ProducerClassifier};
+use fencebridge::bridge::Attach;
 use fencebridge::fence::{dmabuf, Access, FenceState, StubSignature};
 use fencebridge::producer::Vgem;
 
@@ -404,9 +405,7 @@ pub fn check_source(
             bridge.became_non_fencing = Some((obs.frames, event));
         }
         let plan = plan::plan_commit(&CommitInput {
-            buffer: BufferKind::DmaBuf {
-                unique_planes: obs.layout[frame.index as usize].distinct_dmabufs,
-            },
+            buffer: Attach::dmabuf(obs.layout[frame.index as usize].distinct_dmabufs),
             sync: SyncMode::Implicit,
             snapshot: Some(state),
             producer: classifier.class(),

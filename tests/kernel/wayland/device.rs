@@ -4,9 +4,9 @@
 use std::os::fd::AsFd;
 
 use fencebridge::timeline::SyncobjDevice;
-use fencebridge::wayland::Config;
+use fencebridge::wayland::{Config, FenceBridgeState};
 
-use super::harness::Harness;
+use super::harness::{Harness, Server};
 use crate::support::timeline_device;
 
 #[test]
@@ -65,4 +65,41 @@ fn a_handed_in_device_is_not_offered_when_explicit_sync_is_off() {
     });
     assert!(h.server.bridge.syncobj_global().is_none());
     assert!(h.server.bridge.syncobj_device().is_none());
+}
+
+/// The bridge probes the machine once: its state costs the ioctls of one probe (which picks,
+/// opens and keeps the syncobj device, and calibrates the stub fence), with no second scan of
+/// `/dev/dri` for the device and no second dma-buf to calibrate on.
+#[test]
+fn the_bridge_probes_once() {
+    let test = "the_bridge_probes_once";
+    let Some(found) = timeline_device(test) else {
+        return;
+    };
+    let ioctls = |f: &mut dyn FnMut()| {
+        let before = fencebridge::sys::ioctl_count();
+        f();
+        fencebridge::sys::ioctl_count() - before
+    };
+    // The probe as the bridge makes it, its device kept open (dropping it costs an ioctl).
+    let mut probed = None;
+    let probe = ioctls(&mut || probed = Some(fencebridge::caps::Capabilities::probe_and_open()));
+    let (caps, _device) = probed.unwrap();
+    let display = smithay::reexports::wayland_server::Display::<Server>::new().unwrap();
+    let mut bridge = None;
+    let new = ioctls(&mut || {
+        bridge = Some(FenceBridgeState::new::<Server>(
+            &display.handle(),
+            Config::default(),
+        ))
+    });
+    assert_eq!(new, probe, "FenceBridgeState::new costs one probe");
+    let bridge = bridge.unwrap();
+    let device = bridge.syncobj_device().expect("the probe's device");
+    assert_eq!(device.node().path(), found.node().path());
+    assert_eq!(
+        bridge.capabilities().syncobj_device.as_deref(),
+        Some(found.node().path())
+    );
+    assert_eq!(bridge.capabilities().stub, caps.stub);
 }
