@@ -20,6 +20,7 @@ mod vm;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -152,10 +153,21 @@ fn main() -> ExitCode {
 }
 
 /// The workspace root (xtask lives one level below it).
+///
+/// Asked of `cargo run` (which sets `CARGO_MANIFEST_DIR` for the program it runs) rather than
+/// fixed at build time: an xtask binary that cargo reuses from a target directory built in
+/// another checkout would otherwise test that checkout.
 fn workspace() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("xtask is inside the workspace")
+    static ROOT: OnceLock<PathBuf> = OnceLock::new();
+    ROOT.get_or_init(|| {
+        let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+        manifest_dir
+            .parent()
+            .expect("xtask is inside the workspace")
+            .to_owned()
+    })
 }
 
 fn test(args: TestArgs) -> Result<ExitCode> {
