@@ -13,25 +13,12 @@ pub const HEADER_LEN: usize = 44;
 /// The magic the header starts with (`FWHT_MAGIC1`, `FWHT_MAGIC2`), as bytes.
 const MAGIC: [u8; 8] = [0x4f, 0x4f, 0x4f, 0x4f, 0xff, 0xff, 0xff, 0xff];
 
-/// One frame's header.
+/// One frame's header: the frame's parameters as a stateless decoder takes them (every
+/// field but the reference, which is the stream position's, not the frame's), and its size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Header {
-    /// The codec version (3 today).
-    pub version: u32,
-    /// Width of the frame.
-    pub width: u32,
-    /// Height of the frame.
-    pub height: u32,
-    /// `V4L2_FWHT_FL_*`.
-    pub flags: u32,
-    /// `enum v4l2_colorspace`.
-    pub colorspace: u32,
-    /// `enum v4l2_xfer_func`.
-    pub xfer_func: u32,
-    /// `enum v4l2_ycbcr_encoding`.
-    pub ycbcr_enc: u32,
-    /// `enum v4l2_quantization`.
-    pub quantization: u32,
+    /// Version, size, flags and colorimetry (`backward_ref_ts` 0).
+    pub params: sys::V4l2CtrlFwhtParams,
     /// Bytes of payload after the header.
     pub size: u32,
 }
@@ -45,21 +32,24 @@ impl Header {
         }
         let word = |i: usize| u32::from_be_bytes(bytes[8 + 4 * i..12 + 4 * i].try_into().unwrap());
         Some(Header {
-            version: word(0),
-            width: word(1),
-            height: word(2),
-            flags: word(3),
-            colorspace: word(4),
-            xfer_func: word(5),
-            ycbcr_enc: word(6),
-            quantization: word(7),
+            params: sys::V4l2CtrlFwhtParams {
+                backward_ref_ts: 0,
+                version: word(0),
+                width: word(1),
+                height: word(2),
+                flags: word(3),
+                colorspace: word(4),
+                xfer_func: word(5),
+                ycbcr_enc: word(6),
+                quantization: word(7),
+            },
             size: word(8),
         })
     }
 
     /// Whether the frame needs no reference.
     pub fn is_i_frame(&self) -> bool {
-        self.flags & sys::V4L2_FWHT_FL_I_FRAME != 0
+        self.params.flags & sys::V4L2_FWHT_FL_I_FRAME != 0
     }
 
     /// The frame's `V4L2_CID_STATELESS_FWHT_PARAMS`, referencing the CAPTURE buffer stamped
@@ -67,27 +57,26 @@ impl Header {
     pub fn params(&self, backward_ref_ts: u64) -> sys::V4l2CtrlFwhtParams {
         sys::V4l2CtrlFwhtParams {
             backward_ref_ts,
-            version: self.version,
-            width: self.width,
-            height: self.height,
-            flags: self.flags,
-            colorspace: self.colorspace,
-            xfer_func: self.xfer_func,
-            ycbcr_enc: self.ycbcr_enc,
-            quantization: self.quantization,
+            ..self.params
         }
+    }
+
+    /// The frame's size.
+    pub fn size(&self) -> (u32, u32) {
+        (self.params.width, self.params.height)
     }
 
     /// A raw format a compositor takes that holds the frame's pixels as coded (the decoder's
     /// CAPTURE format must match the stream's components and subsampling): NV12 for 4:2:0,
     /// YUYV for 4:2:2, NV24 for 4:4:4, XR24/AR24 for RGB, GREY for luma alone.
     pub fn raw_format(&self) -> Option<FourCc> {
+        let flags = self.params.flags;
         let components = 1
-            + ((self.flags & sys::V4L2_FWHT_FL_COMPONENTS_NUM_MSK)
+            + ((flags & sys::V4L2_FWHT_FL_COMPONENTS_NUM_MSK)
                 >> sys::V4L2_FWHT_FL_COMPONENTS_NUM_OFFSET);
-        let full_width = self.flags & sys::V4L2_FWHT_FL_CHROMA_FULL_WIDTH != 0;
-        let full_height = self.flags & sys::V4L2_FWHT_FL_CHROMA_FULL_HEIGHT != 0;
-        let fourcc = match (self.flags & sys::V4L2_FWHT_FL_PIXENC_MSK, components) {
+        let full_width = flags & sys::V4L2_FWHT_FL_CHROMA_FULL_WIDTH != 0;
+        let full_height = flags & sys::V4L2_FWHT_FL_CHROMA_FULL_HEIGHT != 0;
+        let fourcc = match (flags & sys::V4L2_FWHT_FL_PIXENC_MSK, components) {
             (_, 1) => b"GREY",
             (sys::V4L2_FWHT_FL_PIXENC_YUV, 3) => match (full_width, full_height) {
                 (false, false) => b"NV12",
@@ -172,13 +161,13 @@ pub fn split(bytes: &[u8]) -> Result<Vec<Frame>, StreamError> {
             });
         }
         if let Some(first) = frames.first().map(|f: &Frame| f.header) {
-            if (header.width, header.height) != (first.width, first.height) {
+            if header.size() != first.size() {
+                let ((w, h), (first_w, first_h)) = (header.size(), first.size());
                 return Err(StreamError {
                     offset,
                     why: format!(
-                        "frame {n} is {}x{}, the stream started at {}x{}: a resolution change \
-                         is not supported here",
-                        header.width, header.height, first.width, first.height
+                        "frame {n} is {w}x{h}, the stream started at {first_w}x{first_h}: a \
+                         resolution change is not supported here"
                     ),
                 });
             }
@@ -227,15 +216,16 @@ mod tests {
         assert_eq!(frames[1].payload, b"ef");
         let h = frames[0].header;
         assert!(h.is_i_frame() && !frames[1].header.is_i_frame());
+        let p = h.params;
         assert_eq!(
-            (h.version, h.width, h.height, h.colorspace),
+            (p.version, p.width, p.height, p.colorspace),
             (3, 640, 368, 3)
         );
         assert_eq!(h.raw_format(), Some(FourCc::new(b"NV12")));
         let p = frames[1].header.params(5000);
         assert_eq!(
             (p.backward_ref_ts, p.width, p.flags),
-            (5000, 640, h.flags & !(1 << 10))
+            (5000, 640, h.params.flags & !(1 << 10))
         );
     }
 

@@ -590,17 +590,7 @@ impl Feeder {
 fn start_decoder(device: Device, info: &M2mInfo, options: &CheckOptions) -> Result<Source, Error> {
     let kind = device.info().queues[0];
     let output = Queue::output(kind);
-    let coded = match options.format {
-        Some(fourcc) if !info.coded.contains(&fourcc) => {
-            return Err(Error::CodedFormatNotOffered {
-                path: device.path().to_owned(),
-                requested: fourcc,
-                offered: info.coded.clone(),
-            })
-        }
-        Some(fourcc) => fourcc,
-        None => info.coded[0],
-    };
+    let coded = requested_coded(&device, info, options)?.unwrap_or(info.coded[0]);
     let set = device.set_format(output, coded, None)?;
     let chunk_size = set.planes.first().map_or(0, |p| p.sizeimage).max(4096) as usize;
     let (chunks, looping, input) = match &options.input {
@@ -687,6 +677,22 @@ fn start_decoder(device: Device, info: &M2mInfo, options: &CheckOptions) -> Resu
     ))
 }
 
+/// The coded format `--format` asks a decoder for, which it must decode.
+fn requested_coded(
+    device: &Device,
+    info: &M2mInfo,
+    options: &CheckOptions,
+) -> Result<Option<FourCc>, Error> {
+    match options.format {
+        Some(fourcc) if !info.coded.contains(&fourcc) => Err(Error::CodedFormatNotOffered {
+            path: device.path().to_owned(),
+            requested: fourcc,
+            offered: info.coded.clone(),
+        }),
+        requested => Ok(requested),
+    }
+}
+
 /// A converter fed with generated frames in its first OUTPUT format; its CAPTURE format is
 /// `--format` or the first one a compositor takes readily.
 fn start_converter(
@@ -748,13 +754,7 @@ fn start_stateless(
 ) -> Result<Source, Error> {
     let kind = device.info().queues[0];
     let output = Queue::output(kind);
-    if let Some(fourcc) = options.format.filter(|f| !info.coded.contains(f)) {
-        return Err(Error::CodedFormatNotOffered {
-            path: device.path().to_owned(),
-            requested: fourcc,
-            offered: info.coded.clone(),
-        });
-    }
+    requested_coded(&device, info, options)?;
     if !info.coded.contains(&STATELESS_FWHT) {
         return Err(Error::StatelessDecoder {
             path: device.path().to_owned(),
@@ -791,7 +791,7 @@ fn start_stateless(
         why: e.why,
     })?;
     let first = frames[0].header;
-    let size = Some((first.width, first.height));
+    let size = Some(first.size());
     device.set_format(output, STATELESS_FWHT, size)?;
 
     // CAPTURE: a raw format that holds the stream's frames as coded (the decoder checks every
