@@ -141,6 +141,8 @@ struct M2mJson<'a> {
     source_change_ms: Option<u128>,
     fed_bytes: u64,
     drain: Option<DrainJson>,
+    media: Option<&'a Path>,
+    requests: u64,
 }
 
 #[derive(Serialize)]
@@ -161,6 +163,8 @@ impl<'a> From<&'a v4l2::M2mReport> for M2mJson<'a> {
                 frames: d.frames,
                 last_seen: d.last_seen,
             }),
+            media: m.media.as_deref(),
+            requests: m.requests,
         }
     }
 }

@@ -1,5 +1,6 @@
-//! The V4L2 uAPI ([`v4l2`]): `rustix::ioctl` opcodes and `#[repr(C)]` structs, the only place
-//! this package issues ioctls.
+//! The V4L2 uAPI ([`v4l2`]) and the media controller's ([`media`], the Request API a stateless
+//! decoder needs): `rustix::ioctl` opcodes and `#[repr(C)]` structs, the only place this package
+//! issues ioctls.
 //!
 //! Every one goes through the library's [`fencebridge::sys::call`], so it is counted with the
 //! library's own in [`fencebridge::sys::ioctl_count`]: one counter for the whole process, and
@@ -16,4 +17,5 @@
 //! # Ok(()) }
 //! ```
 
+pub mod media;
 pub mod v4l2;

@@ -1,7 +1,9 @@
 //! V4L2 (include/uapi/linux/videodev2.h): the ioctls a capture checker needs — device
 //! capabilities, formats and frame sizes, MMAP buffers, exporting them as dma-bufs, and
-//! streaming them — and what a memory-to-memory decoder adds: events (the source change) and
-//! the drain command.
+//! streaming them — and what a memory-to-memory decoder adds: events (the source change), the
+//! drain command, and for a stateless decoder a frame's controls set in a request
+//! ([`vidioc_s_ext_ctrl_in_request`]; the request itself is the media controller's,
+//! [`super::media`]).
 //!
 //! Layouts are the x86_64 ones of the kernel header (locked by the tests below). Three structs
 //! hold C unions; their union fields are private and every union is zero-filled over its whole
@@ -110,6 +112,13 @@ pub const V4L2_BUF_FLAG_DONE: u32 = 0x0000_0004;
 /// `V4L2_BUF_FLAG_ERROR`: the buffer was filled with an error (its data may be corrupt).
 pub const V4L2_BUF_FLAG_ERROR: u32 = 0x0000_0040;
 
+/// `V4L2_BUF_FLAG_KEYFRAME`: the frame was decoded without a reference (an I-frame).
+pub const V4L2_BUF_FLAG_KEYFRAME: u32 = 0x0000_0008;
+/// `V4L2_BUF_FLAG_PFRAME`: the frame was decoded from a reference (a P-frame).
+pub const V4L2_BUF_FLAG_PFRAME: u32 = 0x0000_0010;
+/// `V4L2_BUF_FLAG_REQUEST_FD`: `request_fd` names the request the buffer goes in.
+pub const V4L2_BUF_FLAG_REQUEST_FD: u32 = 0x0080_0000;
+
 /// `V4L2_BUF_FLAG_LAST`: the last buffer of a drain (or of a resolution change); nothing
 /// follows it until the decoder is restarted.
 pub const V4L2_BUF_FLAG_LAST: u32 = 0x0010_0000;
@@ -124,6 +133,33 @@ pub const V4L2_EVENT_SOURCE_CHANGE: u32 = 5;
 
 /// `V4L2_DEC_CMD_STOP`: drain — decode what is queued, then mark the last buffer.
 pub const V4L2_DEC_CMD_STOP: u32 = 1;
+
+/// `V4L2_CTRL_WHICH_REQUEST_VAL`: controls set in (or read from) a request.
+pub const V4L2_CTRL_WHICH_REQUEST_VAL: u32 = 0x0f01_0000;
+/// `V4L2_CID_STATELESS_FWHT_PARAMS` (`V4L2_CID_CODEC_STATELESS_BASE + 100`): a stateless FWHT
+/// frame's parameters, [`V4l2CtrlFwhtParams`].
+pub const V4L2_CID_STATELESS_FWHT_PARAMS: u32 = 0x00a4_0900 + 100;
+
+/// `V4L2_FWHT_VERSION`: the FWHT header version the kernel's codec writes and reads.
+pub const V4L2_FWHT_VERSION: u32 = 3;
+/// `V4L2_FWHT_FL_CHROMA_FULL_HEIGHT`: chroma not subsampled vertically.
+pub const V4L2_FWHT_FL_CHROMA_FULL_HEIGHT: u32 = 1 << 7;
+/// `V4L2_FWHT_FL_CHROMA_FULL_WIDTH`: chroma not subsampled horizontally.
+pub const V4L2_FWHT_FL_CHROMA_FULL_WIDTH: u32 = 1 << 8;
+/// `V4L2_FWHT_FL_I_FRAME`: the frame needs no reference.
+pub const V4L2_FWHT_FL_I_FRAME: u32 = 1 << 10;
+/// `V4L2_FWHT_FL_COMPONENTS_NUM_MSK`: the number of components, minus one.
+pub const V4L2_FWHT_FL_COMPONENTS_NUM_MSK: u32 = 0b111 << 16;
+/// `V4L2_FWHT_FL_COMPONENTS_NUM_OFFSET`.
+pub const V4L2_FWHT_FL_COMPONENTS_NUM_OFFSET: u32 = 16;
+/// `V4L2_FWHT_FL_PIXENC_MSK`: the pixel encoding.
+pub const V4L2_FWHT_FL_PIXENC_MSK: u32 = 0b11 << 19;
+/// `V4L2_FWHT_FL_PIXENC_YUV`.
+pub const V4L2_FWHT_FL_PIXENC_YUV: u32 = 1 << 19;
+/// `V4L2_FWHT_FL_PIXENC_RGB`.
+pub const V4L2_FWHT_FL_PIXENC_RGB: u32 = 2 << 19;
+/// `V4L2_FWHT_FL_PIXENC_HSV`.
+pub const V4L2_FWHT_FL_PIXENC_HSV: u32 = 3 << 19;
 
 /// `V4L2_FRMSIZE_TYPE_DISCRETE`.
 pub const V4L2_FRMSIZE_TYPE_DISCRETE: u32 = 1;
@@ -687,6 +723,71 @@ pub struct V4l2DecoderCmd {
     pub raw: [u32; 16],
 }
 
+/// `struct v4l2_ctrl_fwht_params`: what a stateless FWHT decoder needs to decode one frame (the
+/// fields of the frame's header in vicodec's stream, and its reference).
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct V4l2CtrlFwhtParams {
+    /// The reference frame: the timestamp of the CAPTURE buffer that holds it, in nanoseconds
+    /// (`v4l2_timeval_to_ns`); unused for an I-frame.
+    pub backward_ref_ts: u64,
+    /// [`V4L2_FWHT_VERSION`].
+    pub version: u32,
+    /// Width of the frame.
+    pub width: u32,
+    /// Height of the frame.
+    pub height: u32,
+    /// `V4L2_FWHT_FL_*`.
+    pub flags: u32,
+    /// `enum v4l2_colorspace`.
+    pub colorspace: u32,
+    /// `enum v4l2_xfer_func`.
+    pub xfer_func: u32,
+    /// `enum v4l2_ycbcr_encoding`.
+    pub ycbcr_enc: u32,
+    /// `enum v4l2_quantization`.
+    pub quantization: u32,
+}
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for super::V4l2CtrlFwhtParams {}
+}
+
+/// A compound control's value that [`vidioc_s_ext_ctrl_in_request`] hands the kernel: a
+/// `#[repr(C)]` struct of plain integers (any bit pattern valid), of exactly the size the
+/// control has, with its control id. Sealed: only this module's payloads.
+pub trait CompoundControl: sealed::Sealed + Copy {
+    /// The control's id (`V4L2_CID_*`).
+    const ID: u32;
+}
+
+impl CompoundControl for V4l2CtrlFwhtParams {
+    const ID: u32 = V4L2_CID_STATELESS_FWHT_PARAMS;
+}
+
+/// `struct v4l2_ext_control` (packed), for a compound control: `ptr` points at its value.
+#[repr(C, packed)]
+#[derive(Clone, Copy)]
+struct V4l2ExtControl {
+    id: u32,
+    size: u32,
+    reserved2: [u32; 1],
+    ptr: *mut std::ffi::c_void,
+}
+
+/// `struct v4l2_ext_controls`; `controls` points at `count` [`V4l2ExtControl`]s.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct V4l2ExtControls {
+    which: u32,
+    count: u32,
+    error_idx: u32,
+    request_fd: i32,
+    reserved: [u32; 1],
+    controls: *mut V4l2ExtControl,
+}
+
 // ---------------------------------------------------------------------------------------------
 // Opcodes
 
@@ -714,6 +815,8 @@ pub const VIDIOC_STREAMON: Opcode = opcode::write::<i32>(b'V', 18);
 pub const VIDIOC_STREAMOFF: Opcode = opcode::write::<i32>(b'V', 19);
 /// `VIDIOC_TRY_FMT`.
 pub const VIDIOC_TRY_FMT: Opcode = opcode::read_write::<V4l2Format>(b'V', 64);
+/// `VIDIOC_S_EXT_CTRLS`.
+pub const VIDIOC_S_EXT_CTRLS: Opcode = opcode::read_write::<V4l2ExtControls>(b'V', 72);
 /// `VIDIOC_ENUM_FRAMESIZES`.
 pub const VIDIOC_ENUM_FRAMESIZES: Opcode = opcode::read_write::<V4l2FrmSizeEnum>(b'V', 74);
 /// `VIDIOC_DQEVENT`.
@@ -915,6 +1018,40 @@ pub fn vidioc_decoder_cmd(video: BorrowedFd<'_>, cmd: u32) -> Result<()> {
     unsafe { call(video, Updater::<{ VIDIOC_DECODER_CMD }, _>::new(&mut arg)) }
 }
 
+/// Sets compound control `C` to `value` in `request` (`VIDIOC_S_EXT_CTRLS` with `which`
+/// `V4L2_CTRL_WHICH_REQUEST_VAL`): the value the driver applies when the request runs, not
+/// now. The driver may adjust `value` and writes it back.
+pub fn vidioc_s_ext_ctrl_in_request<C: CompoundControl>(
+    video: BorrowedFd<'_>,
+    request: BorrowedFd<'_>,
+    value: &mut C,
+) -> Result<()> {
+    use std::os::fd::AsRawFd;
+    let mut control = V4l2ExtControl {
+        id: C::ID,
+        size: std::mem::size_of::<C>() as u32,
+        reserved2: [0],
+        ptr: (value as *mut C).cast(),
+    };
+    let mut arg = V4l2ExtControls {
+        which: V4L2_CTRL_WHICH_REQUEST_VAL,
+        count: 1,
+        error_idx: 0,
+        request_fd: request.as_raw_fd(),
+        reserved: [0],
+        controls: &mut control,
+    };
+    // SAFETY: the opcode is _IOWR('V', 72, struct v4l2_ext_controls) and `arg` has that layout
+    // (32 bytes, `controls` at 24; locked by the tests). The kernel copies in and back out
+    // `count` = 1 `struct v4l2_ext_control` through `controls`, which points at `control` (20
+    // bytes, packed, as the header's), alive and borrowed mutably for the call. For the compound
+    // control `C::ID` it reads and may write back `size` bytes through `ptr`: exactly the
+    // `size_of::<C>()` bytes of `value`, borrowed mutably, and `C` (sealed to this module's
+    // plain-integer structs) is valid for any bit pattern. `request_fd` is only an fd number to
+    // the kernel.
+    unsafe { call(video, Updater::<{ VIDIOC_S_EXT_CTRLS }, _>::new(&mut arg)) }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -940,6 +1077,8 @@ mod tests {
         assert_eq!(VIDIOC_DQEVENT, 0x8088_5659);
         assert_eq!(VIDIOC_SUBSCRIBE_EVENT, 0x4020_565a);
         assert_eq!(VIDIOC_DECODER_CMD, 0xc048_5660);
+        assert_eq!(VIDIOC_S_EXT_CTRLS, 0xc020_5648);
+        assert_eq!(V4L2_CID_STATELESS_FWHT_PARAMS, 0x00a4_0964);
     }
 
     #[test]
@@ -980,6 +1119,12 @@ mod tests {
         assert_eq!(offset_of!(V4l2Event, timestamp), 80);
         assert_eq!(offset_of!(V4l2Event, id), 96);
         assert_eq!(size_of::<V4l2DecoderCmd>(), 72);
+        assert_eq!(size_of::<V4l2ExtControls>(), 32);
+        assert_eq!(offset_of!(V4l2ExtControls, request_fd), 12);
+        assert_eq!(offset_of!(V4l2ExtControls, controls), 24);
+        assert_eq!(size_of::<V4l2ExtControl>(), 20);
+        assert_eq!(offset_of!(V4l2ExtControl, ptr), 12);
+        assert_eq!(size_of::<V4l2CtrlFwhtParams>(), 40);
     }
 
     #[test]

@@ -49,6 +49,9 @@ pub struct BufferState {
     pub flags: u32,
     /// The frame counter.
     pub sequence: u32,
+    /// Its timestamp (a memory-to-memory device copies the OUTPUT buffer's onto the CAPTURE
+    /// buffer it fills from it).
+    pub timestamp: Duration,
     /// Its memory planes.
     pub planes: Vec<PlaneState>,
 }
@@ -437,26 +440,53 @@ impl Device {
         index: u32,
         planes: usize,
     ) -> Result<(), Error> {
-        self.queue_filled(queue, index, planes, 0)
-    }
-
-    /// Queues buffer `index` holding `bytesused` bytes of input in its first memory plane
-    /// (an m2m device's OUTPUT queue: a bitstream chunk, or a frame to convert).
-    pub fn queue_filled(
-        &self,
-        queue: impl Into<Queue>,
-        index: u32,
-        planes: usize,
-        bytesused: u32,
-    ) -> Result<(), Error> {
         let queue = queue.into();
         let mut buf = sys::V4l2Buffer::new(queue.buf_type(), sys::V4L2_MEMORY_MMAP, index);
         let mut raw = plane_array(queue.kind, planes);
+        sys::vidioc_qbuf(self.fd.as_fd(), &mut buf, &mut raw).map_err(self.io("VIDIOC_QBUF"))
+    }
+
+    /// Queues OUTPUT buffer `index` (one memory plane) holding `bytesused` bytes of input — a
+    /// bitstream chunk, or a frame to convert — stamped `timestamp` (which the device copies
+    /// onto the CAPTURE buffer it fills from it), and for a stateless decoder in `request`
+    /// (`V4L2_BUF_FLAG_REQUEST_FD`). The kernel's answer is returned as is, for the caller to
+    /// say which step failed.
+    pub fn queue_input(
+        &self,
+        queue: impl Into<Queue>,
+        index: u32,
+        bytesused: u32,
+        timestamp: Duration,
+        request: Option<BorrowedFd<'_>>,
+    ) -> rustix::io::Result<()> {
+        let queue = queue.into();
+        let mut buf = sys::V4l2Buffer::new(queue.buf_type(), sys::V4L2_MEMORY_MMAP, index);
+        let mut raw = plane_array(queue.kind, 1);
         match raw.first_mut() {
             Some(plane) => plane.bytesused = bytesused,
             None => buf.bytesused = bytesused,
         }
-        sys::vidioc_qbuf(self.fd.as_fd(), &mut buf, &mut raw).map_err(self.io("VIDIOC_QBUF"))
+        buf.timestamp = sys::Timeval {
+            tv_sec: timestamp.as_secs() as i64,
+            tv_usec: i64::from(timestamp.subsec_micros()),
+        };
+        if let Some(request) = request {
+            use std::os::fd::AsRawFd;
+            buf.flags |= sys::V4L2_BUF_FLAG_REQUEST_FD;
+            buf.request_fd = request.as_raw_fd();
+        }
+        sys::vidioc_qbuf(self.fd.as_fd(), &mut buf, &mut raw)
+    }
+
+    /// Sets compound control `value` (a stateless decoder's per-frame parameters) in
+    /// `request`, applied when the request runs (`VIDIOC_S_EXT_CTRLS`,
+    /// `V4L2_CTRL_WHICH_REQUEST_VAL`); the kernel's answer as is.
+    pub fn set_control_in_request<C: sys::CompoundControl>(
+        &self,
+        request: BorrowedFd<'_>,
+        value: &mut C,
+    ) -> rustix::io::Result<()> {
+        sys::vidioc_s_ext_ctrl_in_request(self.fd.as_fd(), request, value)
     }
 
     /// Takes the next filled buffer, if one is ready (`VIDIOC_DQBUF` on the non-blocking fd).
@@ -565,6 +595,11 @@ impl Device {
             .map_err(self.io("VIDIOC_STREAMOFF"))
     }
 
+    /// The error of `op` answering `errno` on this device.
+    pub(super) fn failed(&self, op: &'static str, errno: Errno) -> Error {
+        io(&self.info.path, op)(errno)
+    }
+
     fn io(&self, op: &'static str) -> impl FnOnce(Errno) -> Error + '_ {
         io(&self.info.path, op)
     }
@@ -639,10 +674,13 @@ fn buffer_state(queue: QueueKind, buf: &sys::V4l2Buffer, raw: &[sys::V4l2Plane])
             })
             .collect(),
     };
+    let t = buf.timestamp;
     BufferState {
         index: buf.index,
         flags: buf.flags,
         sequence: buf.sequence,
+        timestamp: Duration::from_secs(t.tv_sec.max(0) as u64)
+            + Duration::from_micros(t.tv_usec.clamp(0, 999_999) as u64),
         planes,
     }
 }

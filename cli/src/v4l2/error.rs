@@ -70,16 +70,15 @@ pub enum Error {
         /// The stateful decoder of the same driver, if the machine has one.
         decoder: Option<PathBuf>,
     },
-    /// A stateless (Request API) decoder: identified, not streamed.
+    /// A stateless (Request API) decoder of a codec this checker does not parse.
     #[error(
         "{} ({card}) is a stateless decoder (its OUTPUT queue takes Request API requests{}); it \
-         decodes {}. A stateless decoder parses nothing itself: checking it needs a client that \
-         parses the bitstream and gives every frame's parameters (the codec's per-frame \
-         controls, e.g. V4L2_CID_STATELESS_FWHT_PARAMS or the H.264 SPS/PPS/slice controls) \
-         together with its OUTPUT buffer in a request allocated on the media device \
-         (MEDIA_IOC_REQUEST_ALLOC), and keeps the reference frames; this checker does not do \
-         that yet. Its capture buffers are vb2 buffers like a stateful decoder's: check the \
-         stateful decoder of the same driver, if there is one",
+         decodes {}. A stateless decoder parses nothing itself: its client parses the bitstream \
+         and gives every frame's parameters (the codec's per-frame controls, e.g. the H.264 \
+         SPS/PPS/slice controls) with its OUTPUT buffer in a request allocated on the media \
+         device (MEDIA_IOC_REQUEST_ALLOC), and keeps the reference frames. This checker does \
+         that for FWHT (vicodec's SFWH) only; its capture buffers are vb2 buffers like a \
+         stateful decoder's: check the stateful decoder of the same driver, if there is one",
         .path.display(),
         match .media {
             Some(m) => format!(", allocated on {}", m.display()),
@@ -96,6 +95,50 @@ pub enum Error {
         coded: Vec<FourCc>,
         /// Its media controller node.
         media: Option<PathBuf>,
+    },
+    /// A stateless decoder whose media device cannot be found or opened.
+    #[error(
+        "{} ({card}) is a stateless decoder, but no media device (/dev/media*) answers \
+         MEDIA_IOC_DEVICE_INFO for its bus ({bus}): its requests are allocated there \
+         (MEDIA_IOC_REQUEST_ALLOC); is the media node there and can this user open it?",
+        .path.display()
+    )]
+    NoMediaDevice {
+        /// The path asked for.
+        path: PathBuf,
+        /// The device's name.
+        card: String,
+        /// Its `bus_info`.
+        bus: String,
+    },
+    /// A stateless decoder's input is not a stream its frames can be parsed from.
+    #[error(
+        "{input} is not a whole stream of vicodec's FWHT frames: at byte {offset}, {why}. A \
+         stateless decoder parses nothing itself, so each frame's header must be read here"
+    )]
+    BadStream {
+        /// The input, in words.
+        input: String,
+        /// Where it went wrong.
+        offset: usize,
+        /// What is wrong.
+        why: String,
+    },
+    /// A stateless decoder's request failed.
+    #[error(
+        "{}: the request of frame {frame} failed at {step}: {errno}{}",
+        .path.display(),
+        request_hint(.step, *.errno)
+    )]
+    Request {
+        /// The path asked for.
+        path: PathBuf,
+        /// Which frame (counted from 0 since streaming started).
+        frame: u64,
+        /// The step, as the kernel names its call.
+        step: &'static str,
+        /// What the kernel answered.
+        errno: Errno,
     },
     /// `--format` names a coded format the decoder does not decode.
     #[error(
@@ -280,6 +323,9 @@ impl Error {
             Error::NoCaptureQueue { .. } => "no-capture-queue",
             Error::Encoder { .. } => "encoder",
             Error::StatelessDecoder { .. } => "stateless-decoder",
+            Error::NoMediaDevice { .. } => "no-media-device",
+            Error::BadStream { .. } => "bad-stream",
+            Error::Request { .. } => "request",
             Error::CodedFormatNotOffered { .. } => "coded-format-not-offered",
             Error::NoBitstream { .. } => "no-bitstream",
             Error::Input { .. } => "input",
@@ -299,13 +345,31 @@ impl Error {
     /// The errno behind this error, where there is one.
     pub fn errno(&self) -> Option<Errno> {
         match self {
-            Error::Io { errno, .. } => Some(*errno),
+            Error::Io { errno, .. } | Error::Request { errno, .. } => Some(*errno),
             Error::DeviceBusy { .. } => Some(Errno::BUSY),
             Error::PermissionDenied { .. } => Some(Errno::ACCESS),
             Error::NoSuchDevice { .. } => Some(Errno::NOENT),
             Error::Fence { source, .. } => source.errno(),
             _ => None,
         }
+    }
+}
+
+/// What a request step's failure usually means.
+fn request_hint(step: &str, errno: Errno) -> &'static str {
+    match (step, errno) {
+        (s, Errno::INVAL) if s.starts_with("VIDIOC_S_EXT_CTRLS") => {
+            " (the decoder refused the frame's parameters: a size larger than the capture \
+             format's, or components and subsampling other than the capture format's)"
+        }
+        (s, Errno::NOENT) if s.starts_with("MEDIA_REQUEST_IOC_QUEUE") => {
+            " (the request lacks its OUTPUT buffer or a control the decoder requires)"
+        }
+        (s, Errno::INVAL) if s.starts_with("VIDIOC_QBUF") => {
+            " (the OUTPUT buffer was refused in the request)"
+        }
+        (s, _) if s.starts_with("poll") => " (the request never completed)",
+        _ => "",
     }
 }
 

@@ -8,26 +8,44 @@
 //! bitstream, wait for `V4L2_EVENT_SOURCE_CHANGE`, then read the CAPTURE format and set the
 //! capture queue up), a converter from raw frames. The bitstream is one the machine makes
 //! itself — generated frames through the stateful encoder of the same driver — or a file.
-//! Stateless decoders (Request API) and encoders are identified and refused, each with what
-//! it is and what to do.
+//!
+//! A stateless decoder (Request API: vicodec's `stateless-decoder`, as hantro and rkvdec) parses
+//! nothing itself: its FWHT stream is parsed here ([`super::fwht`]), and each frame goes in a
+//! request allocated on the decoder's media device — its payload in an OUTPUT buffer, its header
+//! as `V4L2_CID_STATELESS_FWHT_PARAMS`, a P-frame referencing the CAPTURE buffer of the frame
+//! before it by timestamp. The CAPTURE side is then the same as a stateful decoder's. Stateless
+//! decoders of other codecs, and encoders, are identified and refused, each with what it is and
+//! what to do.
 
 use std::cell::RefCell;
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use rustix::event::PollFlags;
+use rustix::io::Errno;
 
 use super::check::CheckOptions;
 use super::device::{BufferState, Device};
 use super::format::{Format, FormatDesc, FourCc, Queue, QueueKind};
+use super::fwht;
+use super::request::{sysfs_media_node, MediaDevice, Request};
 use super::Error;
 use crate::mapping::Mapping;
 use crate::sys::v4l2 as sys;
 
 /// How many buffers feed an OUTPUT queue.
 const OUTPUT_BUFFERS: u32 = 4;
+/// How long a request may take to complete once its OUTPUT buffer is back (vicodec completes
+/// it right after).
+const REQUEST_COMPLETION: Duration = Duration::from_secs(1);
+/// The coded format vicodec's stateful encoder writes and its stateless decoder's stream is
+/// parsed from.
+const FWHT: FourCc = FourCc::new(b"FWHT");
+/// The coded format of vicodec's stateless decoder.
+const STATELESS_FWHT: FourCc = FourCc::new(b"SFWH");
 /// How many distinct frames a generated input loops over.
-const GENERATED_FRAMES: u32 = 16;
+pub const GENERATED_FRAMES: u32 = 16;
 /// The size of generated frames when `--size` is not given.
 const GENERATED_SIZE: (u32, u32) = (320, 240);
 /// The raw formats a compositor takes most readily, best first: what a decoder or converter
@@ -131,6 +149,10 @@ pub struct M2mReport {
     pub fed_bytes: u64,
     /// The drain at the end (`V4L2_DEC_CMD_STOP`; stateful decoders).
     pub drain: Option<Drain>,
+    /// The media device the requests were allocated on (stateless decoders).
+    pub media: Option<PathBuf>,
+    /// Requests queued by the end, one per frame (stateless decoders).
+    pub requests: u64,
 }
 
 /// What the drain gave back.
@@ -186,12 +208,7 @@ impl Source {
         match info.role {
             M2mRole::StatefulDecoder => start_decoder(device, &info, options),
             M2mRole::Converter => start_converter(device, &info, options),
-            M2mRole::StatelessDecoder => Err(Error::StatelessDecoder {
-                path: device.path().to_owned(),
-                card: device.info().card.clone(),
-                coded: info.coded,
-                media: media_node(device.path()),
-            }),
+            M2mRole::StatelessDecoder => start_stateless(device, &info, options),
             M2mRole::Encoder => {
                 let decoder = partner(&device, M2mRole::StatefulDecoder, &info.coded)
                     .map(|d| d.path().to_owned());
@@ -226,9 +243,25 @@ impl Source {
             let f = f.borrow();
             M2mReport {
                 fed_bytes: f.feeder.fed_bytes,
+                requests: if f.feeder.requests.is_some() {
+                    f.feeder.next as u64
+                } else {
+                    0
+                },
                 ..f.report.clone()
             }
         })
+    }
+
+    /// Which of the input's frames a decoded capture buffer holds (its index among the
+    /// generated or parsed frames), from the timestamp the device copied from the OUTPUT
+    /// buffer; `None` for a capture device, or an input fed in pieces that are not frames.
+    pub fn input_frame(&self, frame: &BufferState) -> Option<usize> {
+        let feed = self.feed.as_ref()?.borrow();
+        let feeder = &feed.feeder;
+        let sequence = sequence_of(frame.timestamp)?;
+        (feeder.framed && !feeder.chunks.is_empty())
+            .then(|| (sequence % feeder.chunks.len() as u64) as usize)
     }
 
     /// The next filled capture buffer, if one is ready; a memory-to-memory device is fed
@@ -244,11 +277,20 @@ impl Source {
         }
         feed.feeder.pump(&self.device)?;
         if feed.feeder.exhausted() && !feed.draining {
-            // The whole input is queued: drain, so that its last frame comes out too.
-            self.device.drain()?;
+            // The whole input is queued: a stateful decoder is drained, so that its last frame
+            // comes out too (a stateless one holds nothing back: each request is one frame).
+            if feed.report.role == M2mRole::StatefulDecoder {
+                self.device.drain()?;
+            }
             feed.draining = true;
         }
         let Some(frame) = self.device.dequeue(queue, planes)? else {
+            // Every request's OUTPUT buffer is back, so its frame was dequeued before.
+            if feed.draining && feed.feeder.idle() && feed.report.role == M2mRole::StatelessDecoder
+            {
+                feed.ended = true;
+                return Err(feed.input_ended(&self.device));
+            }
             return Ok(None);
         };
         if frame.flags & sys::V4L2_BUF_FLAG_LAST != 0 {
@@ -386,17 +428,40 @@ fn capture_formats(device: &Device) -> Result<Vec<(QueueKind, Vec<FormatDesc>)>,
         .collect()
 }
 
+/// The timestamp of the `sequence`-th chunk queued on an OUTPUT queue: unique, never 0 (a
+/// CAPTURE buffer never filled has timestamp 0, and a stateless decoder finds a reference by
+/// its timestamp).
+fn stamp(sequence: u64) -> Duration {
+    Duration::from_micros(sequence + 1)
+}
+
+/// The chunk sequence number a timestamp from [`stamp`] stands for.
+fn sequence_of(timestamp: Duration) -> Option<u64> {
+    (timestamp.as_micros() as u64).checked_sub(1)
+}
+
 /// Feeds an OUTPUT queue from a list of chunks (bitstream pieces or frames), looping over
-/// them or not.
+/// them or not; each chunk queued is stamped [`stamp`] of its sequence number.
 #[derive(Debug)]
 struct Feeder {
     queue: Queue,
     maps: Vec<Mapping>,
     free: Vec<u32>,
     chunks: Vec<Vec<u8>>,
+    /// The chunks are whole frames (so a capture buffer's timestamp names its frame).
+    framed: bool,
     next: usize,
     looping: bool,
     fed_bytes: u64,
+    /// A stateless decoder's: each chunk goes in a request.
+    requests: Option<Requests>,
+}
+
+/// A stateless decoder's requests: one per OUTPUT buffer, and each frame's header.
+#[derive(Debug)]
+struct Requests {
+    slots: Vec<Request>,
+    headers: Vec<fwht::Header>,
 }
 
 impl Feeder {
@@ -405,6 +470,7 @@ impl Feeder {
         device: &Device,
         queue: Queue,
         chunks: Vec<Vec<u8>>,
+        framed: bool,
         looping: bool,
     ) -> Result<Feeder, Error> {
         let count = device.allocate(queue, OUTPUT_BUFFERS)?;
@@ -416,26 +482,102 @@ impl Feeder {
             maps,
             free: (0..count).rev().collect(),
             chunks,
+            framed,
             next: 0,
             looping,
             fed_bytes: 0,
+            requests: None,
         })
     }
 
-    /// Takes back the OUTPUT buffers the device is done with and queues the next chunks.
+    /// Makes every chunk go in a request on `media` with its header's parameters: one request
+    /// per OUTPUT buffer, reused once complete.
+    fn in_requests(
+        mut self,
+        media: &MediaDevice,
+        headers: Vec<fwht::Header>,
+    ) -> Result<Feeder, Error> {
+        let slots = (0..self.maps.len())
+            .map(|_| media.request())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|errno| Error::Io {
+                path: media.path().to_owned(),
+                op: "MEDIA_IOC_REQUEST_ALLOC",
+                errno,
+            })?;
+        self.requests = Some(Requests { slots, headers });
+        Ok(self)
+    }
+
+    /// Takes back the OUTPUT buffers the device is done with (and their requests, once
+    /// complete) and queues the next chunks.
     fn pump(&mut self, device: &Device) -> Result<(), Error> {
         while let Some(done) = device.dequeue(self.queue, 1)? {
+            if let Some(requests) = &self.requests {
+                let request = &requests.slots[done.index as usize];
+                let frame = sequence_of(done.timestamp).unwrap_or_default();
+                let failed = |step, errno| Error::Request {
+                    path: device.path().to_owned(),
+                    frame,
+                    step,
+                    errno,
+                };
+                match request.wait(REQUEST_COMPLETION) {
+                    Ok(true) => {}
+                    Ok(false) => return Err(failed("poll(request, POLLPRI)", Errno::TIMEDOUT)),
+                    Err(errno) => return Err(failed("poll(request, POLLPRI)", errno)),
+                }
+                request
+                    .reinit()
+                    .map_err(|errno| failed("MEDIA_REQUEST_IOC_REINIT", errno))?;
+            }
             self.free.push(done.index);
         }
         while !self.exhausted() {
             let Some(index) = self.free.pop() else { break };
-            let chunk = &self.chunks[self.next % self.chunks.len()];
+            let sequence = self.next as u64;
+            let chunk = self.next % self.chunks.len();
             self.next += 1;
-            let n = self.maps[index as usize].write(chunk);
-            device.queue_filled(self.queue, index, 1, n as u32)?;
-            self.fed_bytes += n as u64;
+            let n = self.maps[index as usize].write(&self.chunks[chunk]) as u32;
+            let Some(requests) = &self.requests else {
+                device
+                    .queue_input(self.queue, index, n, stamp(sequence), None)
+                    .map_err(|errno| device.failed("VIDIOC_QBUF", errno))?;
+                self.fed_bytes += u64::from(n);
+                continue;
+            };
+            let request = &requests.slots[index as usize];
+            let failed = |step| {
+                move |errno| Error::Request {
+                    path: device.path().to_owned(),
+                    frame: sequence,
+                    step,
+                    errno,
+                }
+            };
+            // A P-frame is decoded against the frame queued before it: the CAPTURE buffer
+            // that carries its timestamp.
+            let reference = sequence
+                .checked_sub(1)
+                .map_or(0, |previous| stamp(previous).as_nanos() as u64);
+            let mut params = requests.headers[chunk].params(reference);
+            device
+                .set_control_in_request(request.as_fd(), &mut params)
+                .map_err(failed(
+                    "VIDIOC_S_EXT_CTRLS (V4L2_CID_STATELESS_FWHT_PARAMS in the request)",
+                ))?;
+            device
+                .queue_input(self.queue, index, n, stamp(sequence), Some(request.as_fd()))
+                .map_err(failed("VIDIOC_QBUF (the OUTPUT buffer in the request)"))?;
+            request.queue().map_err(failed("MEDIA_REQUEST_IOC_QUEUE"))?;
+            self.fed_bytes += u64::from(n);
         }
         Ok(())
+    }
+
+    /// Whether the device holds none of the OUTPUT buffers.
+    fn idle(&self) -> bool {
+        self.free.len() == self.maps.len()
     }
 
     /// Whether everything was queued (never, when looping).
@@ -448,22 +590,15 @@ impl Feeder {
 fn start_decoder(device: Device, info: &M2mInfo, options: &CheckOptions) -> Result<Source, Error> {
     let kind = device.info().queues[0];
     let output = Queue::output(kind);
-    let coded = match options.format {
-        Some(fourcc) if !info.coded.contains(&fourcc) => {
-            return Err(Error::CodedFormatNotOffered {
-                path: device.path().to_owned(),
-                requested: fourcc,
-                offered: info.coded.clone(),
-            })
-        }
-        Some(fourcc) => fourcc,
-        None => info.coded[0],
-    };
+    let coded = requested_coded(&device, info, options)?.unwrap_or(info.coded[0]);
     let set = device.set_format(output, coded, None)?;
     let chunk_size = set.planes.first().map_or(0, |p| p.sizeimage).max(4096) as usize;
     let (chunks, looping, input) = match &options.input {
         Some(file) => (
-            read_input(file, chunk_size)?,
+            read_input(file)?
+                .chunks(chunk_size)
+                .map(<[u8]>::to_vec)
+                .collect(),
             false,
             file.display().to_string(),
         ),
@@ -483,20 +618,14 @@ fn start_decoder(device: Device, info: &M2mInfo, options: &CheckOptions) -> Resu
                 GENERATED_FRAMES,
                 options.frame_timeout,
             )?;
-            let input = format!(
-                "{GENERATED_FRAMES} {coded} frames (looped) made by {} ({}) from generated {} \
-                 {}x{} frames",
-                encoder.path().display(),
-                node_name(&encoder),
-                raw.fourcc,
-                raw.width,
-                raw.height
-            );
+            let input = generated_input(&encoder, coded, &raw);
             (chunks, true, input)
         }
     };
     device.subscribe(sys::V4L2_EVENT_SOURCE_CHANGE)?;
-    let mut feeder = Feeder::new(&device, output, chunks, looping)?;
+    // Generated input comes one encoded frame per chunk.
+    let framed = options.input.is_none();
+    let mut feeder = Feeder::new(&device, output, chunks, framed, looping)?;
     device.stream_on(output)?;
     let started = Instant::now();
     let timeout = options.frame_timeout;
@@ -540,10 +669,28 @@ fn start_decoder(device: Device, info: &M2mInfo, options: &CheckOptions) -> Resu
         source_change_after: Some(source_change_after),
         fed_bytes: 0,
         drain: None,
+        media: None,
+        requests: 0,
     };
     Ok(Source::fed(
         device, format, offered, feeder, report, options,
     ))
+}
+
+/// The coded format `--format` asks a decoder for, which it must decode.
+fn requested_coded(
+    device: &Device,
+    info: &M2mInfo,
+    options: &CheckOptions,
+) -> Result<Option<FourCc>, Error> {
+    match options.format {
+        Some(fourcc) if !info.coded.contains(&fourcc) => Err(Error::CodedFormatNotOffered {
+            path: device.path().to_owned(),
+            requested: fourcc,
+            offered: info.coded.clone(),
+        }),
+        requested => Ok(requested),
+    }
 }
 
 /// A converter fed with generated frames in its first OUTPUT format; its CAPTURE format is
@@ -574,8 +721,8 @@ fn start_converter(
         ..options.clone()
     };
     let (_, format) = super::check::choose_format(&device, &offered, &options)?;
-    let frames = generate(&input_format, GENERATED_FRAMES);
-    let feeder = Feeder::new(&device, output, frames, true)?;
+    let frames = generated_frames(&input_format, GENERATED_FRAMES);
+    let feeder = Feeder::new(&device, output, frames, true, true)?;
     device.stream_on(output)?;
     let report = M2mReport {
         role: M2mRole::Converter,
@@ -587,10 +734,122 @@ fn start_converter(
         source_change_after: None,
         fed_bytes: 0,
         drain: None,
+        media: None,
+        requests: 0,
     };
     Ok(Source::fed(
         device, format, offered, feeder, report, &options,
     ))
+}
+
+/// A stateless FWHT decoder, set up as the kernel's stateless decoder interface says: the
+/// stream parsed here (generated frames through the stateful encoder of the same driver, or
+/// `--input`: a stream of vicodec's FWHT frames), the coded format and size on OUTPUT, a raw
+/// format that holds the stream's frames on CAPTURE, a request per OUTPUT buffer on the media
+/// device; frames are queued as the check dequeues.
+fn start_stateless(
+    device: Device,
+    info: &M2mInfo,
+    options: &CheckOptions,
+) -> Result<Source, Error> {
+    let kind = device.info().queues[0];
+    let output = Queue::output(kind);
+    requested_coded(&device, info, options)?;
+    if !info.coded.contains(&STATELESS_FWHT) {
+        return Err(Error::StatelessDecoder {
+            path: device.path().to_owned(),
+            card: device.info().card.clone(),
+            coded: info.coded.clone(),
+            media: sysfs_media_node(device.path()),
+        });
+    }
+    let (bytes, looping, input) = match &options.input {
+        Some(file) => (read_input(file)?, false, file.display().to_string()),
+        None => {
+            let Some(encoder) = partner(&device, M2mRole::Encoder, &[FWHT]) else {
+                return Err(Error::NoBitstream {
+                    path: device.path().to_owned(),
+                    card: device.info().card.clone(),
+                    coded: FWHT,
+                });
+            };
+            let size = options.size.unwrap_or(GENERATED_SIZE);
+            let (chunks, raw) = encode(
+                &encoder,
+                FWHT,
+                size,
+                GENERATED_FRAMES,
+                options.frame_timeout,
+            )?;
+            let input = generated_input(&encoder, FWHT, &raw);
+            (chunks.concat(), true, input)
+        }
+    };
+    let frames = fwht::split(&bytes).map_err(|e| Error::BadStream {
+        input: input.clone(),
+        offset: e.offset,
+        why: e.why,
+    })?;
+    let first = frames[0].header;
+    let size = Some(first.size());
+    device.set_format(output, STATELESS_FWHT, size)?;
+
+    // CAPTURE: a raw format that holds the stream's frames as coded (the decoder checks every
+    // frame's parameters against it).
+    let offered = capture_formats(&device)?;
+    let all: Vec<FourCc> = offered
+        .iter()
+        .flat_map(|(_, f)| f.iter().map(|f| f.fourcc))
+        .collect();
+    let raw = first.raw_format().unwrap_or(FourCc(0));
+    if !all.contains(&raw) {
+        return Err(Error::FormatNotOffered {
+            path: device.path().to_owned(),
+            requested: raw,
+            offered: all,
+        });
+    }
+    let format = device.set_format(kind, raw, size)?;
+    if format.fourcc != raw {
+        return Err(Error::FormatNotOffered {
+            path: device.path().to_owned(),
+            requested: raw,
+            offered: vec![format.fourcc],
+        });
+    }
+
+    let media = MediaDevice::of(&device)?;
+    let (headers, payloads): (Vec<_>, Vec<_>) =
+        frames.into_iter().map(|f| (f.header, f.payload)).unzip();
+    let feeder =
+        Feeder::new(&device, output, payloads, true, looping)?.in_requests(&media, headers)?;
+    device.stream_on(output)?;
+    let report = M2mReport {
+        role: M2mRole::StatelessDecoder,
+        output_format: STATELESS_FWHT,
+        input,
+        source_change_after: None,
+        fed_bytes: 0,
+        drain: None,
+        media: Some(media.path().to_owned()),
+        requests: 0,
+    };
+    Ok(Source::fed(
+        device, format, offered, feeder, report, options,
+    ))
+}
+
+/// Generated frames through `encoder` into `coded`, in words.
+fn generated_input(encoder: &Device, coded: FourCc, raw: &Format) -> String {
+    format!(
+        "{GENERATED_FRAMES} {coded} frames (looped) made by {} ({}) from generated {} {}x{} \
+         frames",
+        encoder.path().display(),
+        node_name(encoder),
+        raw.fourcc,
+        raw.width,
+        raw.height
+    )
 }
 
 /// The first of [`SHOWABLE`] the capture queue offers, `current` first if it is one.
@@ -605,8 +864,8 @@ fn showable(offered: &[(QueueKind, Vec<FormatDesc>)], current: FourCc) -> Option
     SHOWABLE.into_iter().find(|f| all.contains(f))
 }
 
-/// Reads `--input` into OUTPUT-buffer-sized chunks.
-fn read_input(file: &Path, chunk_size: usize) -> Result<Vec<Vec<u8>>, Error> {
+/// Reads `--input`.
+fn read_input(file: &Path) -> Result<Vec<u8>, Error> {
     let bytes = std::fs::read(file).map_err(|e| Error::Input {
         file: file.to_owned(),
         why: e.to_string(),
@@ -617,7 +876,7 @@ fn read_input(file: &Path, chunk_size: usize) -> Result<Vec<Vec<u8>>, Error> {
             why: "the file is empty".into(),
         });
     }
-    Ok(bytes.chunks(chunk_size).map(<[u8]>::to_vec).collect())
+    Ok(bytes)
 }
 
 /// The memory-to-memory node of the same driver as `device` with `role` and one of `coded`
@@ -655,7 +914,13 @@ pub fn encode(
         .unwrap_or(FourCc::new(b"NV12"));
     let input = encoder.set_format(output, raw, Some(size))?;
     encoder.set_format(kind, coded, Some(size))?;
-    let mut feeder = Feeder::new(encoder, output, generate(&input, count), false)?;
+    let mut feeder = Feeder::new(
+        encoder,
+        output,
+        generated_frames(&input, count),
+        true,
+        false,
+    )?;
     let count_out = encoder.allocate(kind, OUTPUT_BUFFERS)?;
     let maps = (0..count_out)
         .map(|index| encoder.map(kind, index))
@@ -710,8 +975,9 @@ fn node_name(device: &Device) -> String {
 }
 
 /// `count` frames of `format`: a diagonal gradient that moves from frame to frame, written
-/// byte for byte over the whole image (so any raw layout gets a picture that changes).
-fn generate(format: &Format, count: u32) -> Vec<Vec<u8>> {
+/// byte for byte over the whole image (so any raw layout gets a picture that changes). What a
+/// converter or an encoder is fed, so what a decoder of their output should give back.
+pub fn generated_frames(format: &Format, count: u32) -> Vec<Vec<u8>> {
     let plane = format.planes.first().copied().unwrap_or_default();
     let stride = plane.bytesperline.max(1) as usize;
     let size = plane.sizeimage as usize;
@@ -722,26 +988,6 @@ fn generate(format: &Format, count: u32) -> Vec<Vec<u8>> {
                 .collect()
         })
         .collect()
-}
-
-/// The media controller node of the device that `video` belongs to (the Request API's
-/// requests are allocated there), from sysfs.
-pub fn media_node(video: &Path) -> Option<PathBuf> {
-    let name = video.file_name()?;
-    let parent = std::fs::canonicalize(
-        Path::new("/sys/class/video4linux")
-            .join(name)
-            .join("device"),
-    )
-    .ok()?;
-    let mut found: Vec<String> = std::fs::read_dir("/sys/bus/media/devices")
-        .ok()?
-        .flatten()
-        .filter(|m| std::fs::canonicalize(m.path()).is_ok_and(|real| real.starts_with(&parent)))
-        .map(|m| m.file_name().to_string_lossy().into_owned())
-        .collect();
-    found.sort();
-    found.first().map(|m| Path::new("/dev").join(m))
 }
 
 #[cfg(test)]
@@ -762,7 +1008,7 @@ mod tests {
                 sizeimage: 32,
             }],
         };
-        let frames = generate(&format, 2);
+        let frames = generated_frames(&format, 2);
         assert_eq!(frames.len(), 2);
         assert_eq!(frames[0].len(), 32);
         assert_ne!(frames[0], frames[1]);

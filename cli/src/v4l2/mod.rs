@@ -44,8 +44,10 @@ mod check;
 mod device;
 mod error;
 mod format;
+pub mod fwht;
 pub mod m2m;
 pub mod report;
+pub mod request;
 pub mod show;
 
 pub use check::{

@@ -450,6 +450,17 @@ impl fmt::Display for Report {
                     after.as_millis()
                 )?;
             }
+            if let Some(media) = &m.media {
+                writeln!(
+                    f,
+                    "          {} requests on {} (MEDIA_IOC_REQUEST_ALLOC), one per frame: its \
+                     payload in an OUTPUT buffer, its header as V4L2_CID_STATELESS_FWHT_PARAMS \
+                     (VIDIOC_S_EXT_CTRLS in the request); P-frames reference the CAPTURE \
+                     buffer of the frame before by timestamp",
+                    m.requests,
+                    media.display()
+                )?;
+            }
             match m.drain {
                 Some(d) => writeln!(
                     f,

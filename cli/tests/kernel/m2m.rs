@@ -1,15 +1,17 @@
 //! `fencebridge v4l2` against the kernel's memory-to-memory test drivers, where the run has them
 //! (xtask builds them out of tree for 6.1 and 6.12; 7.x skips, saying why): vicodec's stateful
 //! FWHT decoder fed a stream its encoder made from generated frames, or a file; its stateless
-//! decoder, identified; its encoder, refused; vim2m fed generated frames. What the kernel really
+//! decoder fed the same frames in Request API requests, its decoded pixels compared with the
+//! generated ones; its encoder, refused; vim2m fed generated frames. What the kernel really
 //! does with their capture buffers' fences is asserted, as for vivid (`v4l2.rs`), and each bad
 //! input has its own message.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use fencebridge_cli::sys::v4l2 as sys;
 use fencebridge_cli::v4l2::{
-    self, CheckOptions, Device, Error, M2mRole, QueueKind, Report, Verdict,
+    self, m2m, CheckOptions, Device, Error, M2mRole, QueueKind, Report, Source, Verdict,
 };
 use fencebridge_testkit::m2m::{loaded, node};
 use fencebridge_testkit::nested::{
@@ -79,8 +81,7 @@ fn m2m_stateful_decoder_frames_are_non_fencing() {
     }
 }
 
-/// The CLI on the decoder: the report says what was fed and how the decoder answered, and
-/// exits 1 (its ignored fences would corrupt frames without the bridge).
+/// The CLI on the decoder: the report says what was fed and how the decoder answered.
 #[test]
 fn m2m_stateful_decoder_cli_reports_and_exits_1() {
     let Some(path) = vicodec(
@@ -89,27 +90,38 @@ fn m2m_stateful_decoder_cli_reports_and_exits_1() {
     ) else {
         return;
     };
-    let (code, stdout, stderr) = cli(&[path.to_str().unwrap(), "--frames", "10"]);
-    println!("{stdout}");
-    assert_eq!(code, Some(1), "{stdout}\n{stderr}");
-    assert!(stdout.contains("m2m:      a stateful decoder; its OUTPUT queue (FWHT) was fed 16 FWHT frames (looped) made by"), "{stdout}");
+    let (stdout, report) = cli_report(
+        &path,
+        "m2m:      a stateful decoder; its OUTPUT queue (FWHT) was fed 16 FWHT frames (looped) \
+         made by",
+    );
     assert!(
         stdout.contains("the last flagged V4L2_BUF_FLAG_LAST"),
         "{stdout}"
     );
+    assert_eq!(report["m2m"]["role"], "stateful-decoder");
+    assert_eq!(report["m2m"]["output_format"], "FWHT");
+    assert_eq!(report["m2m"]["drain"]["last_seen"], true);
+}
+
+/// `fencebridge v4l2 DECODER --frames 10`, as text and as JSON: both exit 1 (its ignored fences
+/// would corrupt frames without the bridge), the text says `m2m` and the verdict, the JSON
+/// that the imported fence was ignored and the producer is non-fencing. The text and the JSON.
+fn cli_report(path: &Path, m2m: &str) -> (String, Value) {
+    let (code, stdout, stderr) = cli(&[path.to_str().unwrap(), "--frames", "10"]);
+    println!("{stdout}");
+    assert_eq!(code, Some(1), "{stdout}\n{stderr}");
+    assert!(stdout.contains(m2m), "{stdout}");
     assert!(
         stdout.contains("verdict: NON-FENCING PRODUCER THAT IGNORES FENCES"),
         "{stdout}"
     );
-
-    let (code, stdout, _) = cli(&[path.to_str().unwrap(), "--frames", "10", "--json"]);
+    let (code, json, _) = cli(&[path.to_str().unwrap(), "--frames", "10", "--json"]);
     assert_eq!(code, Some(1));
-    let report: Value = serde_json::from_str(&stdout).expect("JSON");
-    assert_eq!(report["m2m"]["role"], "stateful-decoder");
-    assert_eq!(report["m2m"]["output_format"], "FWHT");
-    assert_eq!(report["m2m"]["drain"]["last_seen"], true);
+    let report: Value = serde_json::from_str(&json).expect("JSON");
     assert_eq!(report["fences"]["imported"]["outcome"], "ignored");
     assert_eq!(report["bridge"]["class"], "non-fencing");
+    (stdout, report)
 }
 
 /// A stream from a file decodes the same; one shorter than the frames asked for ends with its
@@ -120,16 +132,7 @@ fn m2m_stateful_decoder_input_file_and_truncated_input() {
     let Some(path) = vicodec(test, "stateful-decoder") else {
         return;
     };
-    let encoder = Device::open(node("stateful-encoder", "vicodec").dev).unwrap();
-    let (frames, raw) = v4l2::m2m::encode(
-        &encoder,
-        "FWHT".parse().unwrap(),
-        (320, 240),
-        14,
-        Duration::from_secs(5),
-    )
-    .unwrap();
-    drop(encoder);
+    let (frames, raw) = encoded_frames();
     assert_eq!(raw.fourcc.to_string(), "NV12");
     assert_eq!(
         (raw.width, raw.height),
@@ -296,35 +299,280 @@ fn m2m_encoder_is_refused_with_its_decoder() {
     assert_eq!(error["error"]["kind"], "encoder");
 }
 
-/// The stateless decoder: identified by its OUTPUT queue's Request API support, its coded
-/// format listed with its media device, and what a stateless check needs said.
+/// vicodec's stateless decoder, with the frames its stateful encoder made, each in a request:
+/// its decoded frames' buffers are vb2 buffers like the stateful decoder's — the stub fence
+/// while queued and after DQBUF, an imported fence ignored: a non-fencing producer; and every
+/// request decoded (no frame flagged with an error).
 #[test]
-fn m2m_stateless_decoder_is_identified() {
-    let Some(path) = vicodec("m2m_stateless_decoder_is_identified", "stateless-decoder") else {
+fn m2m_stateless_decoder_frames_are_non_fencing() {
+    let Some(path) = vicodec(
+        "m2m_stateless_decoder_frames_are_non_fencing",
+        "stateless-decoder",
+    ) else {
         return;
     };
-    let e = check_err(&path, &quick());
-    let Error::StatelessDecoder { coded, media, .. } = &e else {
+    let report = run(&path, &options());
+    let why = format!("on {}:\n{report}", kernel().release);
+    let m2m = report.m2m.as_ref().expect("an m2m report");
+    assert_eq!(m2m.role, M2mRole::StatelessDecoder, "{why}");
+    assert_eq!(m2m.output_format.to_string(), "SFWH", "{why}");
+    assert!(m2m.input.contains("stateful-encoder"), "{why}");
+    assert!(m2m.input.contains("NV12 640x368 frames"), "{why}");
+    let media = m2m.media.as_ref().expect("a media device");
+    assert!(media.starts_with("/dev") && media.exists(), "{why}");
+    // Every frame the check dequeued came from a request (more are in flight at the end).
+    assert!(
+        m2m.requests >= u64::from(report.observations.frames),
+        "{why}"
+    );
+    assert_eq!(m2m.source_change_after, None, "{why}");
+    assert_eq!(m2m.drain, None, "a stateless decoder is not drained: {why}");
+    assert_eq!(report.observations.error_frames, 0, "{why}");
+    assert_eq!(report.format.fourcc.to_string(), "NV12", "{why}");
+    assert_eq!((report.format.width, report.format.height), (640, 368));
+    assert_non_fencing(&report, "vicodec's stateless decoder");
+    for b in &report.observations.layout {
+        assert_eq!((b.planes.len(), b.distinct_dmabufs), (1, 1), "{why}");
+    }
+}
+
+/// The decoded frames are the generated ones the encoder was fed, in order, within FWHT's
+/// loss: so each request carried the right frame and parameters, and each P-frame was decoded
+/// against the right reference (against another frame it would be off by the 8 a byte the
+/// generated frames move by).
+#[test]
+fn m2m_stateless_decoder_gives_back_the_encoded_frames() {
+    let Some(path) = vicodec(
+        "m2m_stateless_decoder_gives_back_the_encoded_frames",
+        "stateless-decoder",
+    ) else {
+        return;
+    };
+    let source = Source::open(&path, &options()).unwrap();
+    let device = source.device();
+    let format = source.format().clone();
+    let queue = format.queue;
+    let count = device.allocate(queue, 4).unwrap();
+    let maps: Vec<_> = (0..count).map(|i| device.map(queue, i).unwrap()).collect();
+    for index in 0..count {
+        device.queue_buffer(queue, index, 1).unwrap();
+    }
+    let streaming = device.stream(queue).unwrap();
+    let expected = m2m::generated_frames(&format, m2m::GENERATED_FRAMES);
+    let frames = expected.len() + 8; // once round the loop, and again to its second I-frame
+    let mut decoded = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while decoded.len() < frames {
+        assert!(Instant::now() < deadline, "decoded only {decoded:?}");
+        let Some(frame) = source.dequeue(1).unwrap() else {
+            source.wait(Duration::from_millis(100)).unwrap();
+            continue;
+        };
+        assert!(!frame.has_error(), "{frame:?} after {decoded:?}");
+        let k = source.input_frame(&frame).expect("a generated frame");
+        let pixels = maps[frame.index as usize].read(frame.planes[0].bytesused as usize);
+        let off = |other: &[u8]| {
+            assert_eq!(pixels.len(), other.len());
+            let sum: u64 = pixels
+                .iter()
+                .zip(other)
+                .map(|(&a, &b)| u64::from(a.abs_diff(b)))
+                .sum();
+            sum as f64 / pixels.len() as f64
+        };
+        let own = off(&expected[k]);
+        let next = off(&expected[(k + 1) % expected.len()]);
+        let keyframe = frame.flags & sys::V4L2_BUF_FLAG_KEYFRAME != 0;
+        decoded.push((k, keyframe, own, next));
+        device.queue_buffer(queue, frame.index, 1).unwrap();
+    }
+    drop(streaming);
+    let table: Vec<String> = decoded
+        .iter()
+        .map(|(k, i, own, next)| format!("{k}{}: {own:.2}/{next:.2}", if *i { " (I)" } else { "" }))
+        .collect();
+    println!(
+        "{}: frame: mean |decoded - its source| / |decoded - the next source|, a byte: {}",
+        kernel().release,
+        table.join(", ")
+    );
+    let order: Vec<usize> = decoded.iter().map(|d| d.0).collect();
+    let wanted: Vec<usize> = (0..frames).map(|i| i % expected.len()).collect();
+    assert_eq!(order, wanted, "decoded in the order fed");
+    for &(k, keyframe, own, next) in &decoded {
+        assert!(
+            own < 2.0,
+            "frame {k}: {own:.2} a byte off its source: {table:?}"
+        );
+        assert!(
+            next > 4.0 * own.max(1.0),
+            "frame {k} is not told from the next one: {table:?}"
+        );
+        if k == 0 {
+            assert!(
+                keyframe,
+                "the stream's first frame is an I-frame: {table:?}"
+            );
+        }
+    }
+    let p_frames = decoded.iter().filter(|d| !d.1).count();
+    assert!(
+        p_frames >= frames / 2,
+        "P-frames decoded against their reference: {table:?}"
+    );
+}
+
+/// The CLI on the stateless decoder: what was fed, in requests on which media device.
+#[test]
+fn m2m_stateless_decoder_cli_reports_and_exits_1() {
+    let Some(path) = vicodec(
+        "m2m_stateless_decoder_cli_reports_and_exits_1",
+        "stateless-decoder",
+    ) else {
+        return;
+    };
+    let (stdout, report) = cli_report(
+        &path,
+        "m2m:      a stateless decoder; its OUTPUT queue (SFWH) was fed 16 FWHT frames (looped) \
+         made by",
+    );
+    assert!(stdout.contains(" requests on /dev/media"), "{stdout}");
+    assert_eq!(report["m2m"]["role"], "stateless-decoder");
+    assert_eq!(report["m2m"]["output_format"], "SFWH");
+    assert!(
+        report["m2m"]["requests"].as_u64().unwrap() >= 10,
+        "{report}"
+    );
+    assert!(report["m2m"]["media"]
+        .as_str()
+        .unwrap()
+        .starts_with("/dev/media"));
+}
+
+/// `--input` on the stateless decoder: a stream of vicodec's FWHT frames decodes as the
+/// generated one; one that is garbage, cut, or starts with a P-frame is refused with where and
+/// why before anything is queued; a short one ends with its own message; a frame whose
+/// parameters the decoder refuses fails its request, naming the step.
+#[test]
+fn m2m_stateless_decoder_input_file_and_bad_input() {
+    let test = "m2m_stateless_decoder_input_file_and_bad_input";
+    let Some(path) = vicodec(test, "stateless-decoder") else {
+        return;
+    };
+    let (frames, _) = encoded_frames();
+    let dir = scratch(test);
+    let write = |name: &str, bytes: &[u8]| {
+        let file = dir.join(name);
+        std::fs::write(&file, bytes).unwrap();
+        file
+    };
+    let with_input = |file: &Path| CheckOptions {
+        input: Some(file.to_owned()),
+        import_check: false,
+        ..options()
+    };
+
+    let whole = write("whole.fwht", &frames.concat());
+    let report = run(&path, &with_input(&whole));
+    let m2m = report.m2m.as_ref().unwrap();
+    assert_eq!(m2m.input, whole.display().to_string());
+    assert_eq!(m2m.role, M2mRole::StatelessDecoder);
+    // The payloads alone were queued: the headers went as controls.
+    let headers = frames.len() as u64 * v4l2::fwht::HEADER_LEN as u64;
+    assert_eq!(
+        m2m.fed_bytes,
+        frames.concat().len() as u64 - headers,
+        "{report}"
+    );
+    assert_eq!(report.observations.frames, options().frames);
+    assert_eq!(report.observations.error_frames, 0, "{report}");
+
+    let bad_stream = |file: &Path| {
+        let e = check_err(&path, &with_input(file));
+        let Error::BadStream { offset, .. } = &e else {
+            panic!("{e:?}");
+        };
+        assert_eq!(e.kind(), "bad-stream");
+        (*offset, e.to_string())
+    };
+    let garbage: Vec<u8> = (0..100_000u32).map(|i| (i % 61) as u8).collect();
+    let file = write("garbage.bin", &garbage);
+    assert_eq!(
+        bad_stream(&file),
+        (
+            0,
+            format!(
+                "{} is not a whole stream of vicodec's FWHT frames: at byte 0, no FWHT frame \
+                 header (magic 4f4f4f4f ffffffff) where frame 0 should start: not a stream of \
+                 vicodec's FWHT frames. A stateless decoder parses nothing itself, so each \
+                 frame's header must be read here",
+                file.display()
+            )
+        )
+    );
+    let mut cut = frames[..3].concat();
+    cut.extend_from_slice(&frames[3][..frames[3].len() / 2]);
+    let (offset, text) = bad_stream(&write("cut.fwht", &cut));
+    assert_eq!(offset, frames[..3].concat().len());
+    assert!(text.contains("frame 3 is cut: its header says"), "{text}");
+    let (offset, text) = bad_stream(&write("p-first.fwht", &frames[1..].concat()));
+    assert_eq!(offset, 0);
+    assert!(text.contains("the stream starts with a P-frame"), "{text}");
+
+    // Three whole frames: decoded, then the end.
+    let e = check_err(
+        &path,
+        &with_input(&write("short.fwht", &frames[..3].concat())),
+    );
+    let Error::InputEnded {
+        decoded, wanted, ..
+    } = &e
+    else {
         panic!("{e:?}");
     };
-    let coded: Vec<String> = coded.iter().map(ToString::to_string).collect();
-    assert_eq!(coded, ["SFWH"], "{e}");
-    let media = media
-        .as_ref()
-        .unwrap_or_else(|| panic!("no media device: {e}"));
-    assert!(media.exists(), "{e}");
-    let text = e.to_string();
-    assert!(
-        text.starts_with(&format!(
-            "{} (vicodec) is a stateless decoder (its OUTPUT queue takes Request API requests, \
-             allocated on {}); it decodes SFWH.",
-            path.display(),
-            media.display()
-        )),
-        "{text}"
+    assert_eq!((*decoded, *wanted), (3, options().frames), "{e}");
+
+    // Frame 1 claims 4:4:4 chroma: the capture format (NV12) cannot hold it, and the decoder
+    // refuses its parameters in the request.
+    let mut odd = frames[..3].to_vec();
+    let flags = 8 + 4 * 3;
+    let word = u32::from_be_bytes(odd[1][flags..flags + 4].try_into().unwrap())
+        | sys::V4L2_FWHT_FL_CHROMA_FULL_WIDTH
+        | sys::V4L2_FWHT_FL_CHROMA_FULL_HEIGHT;
+    odd[1][flags..flags + 4].copy_from_slice(&word.to_be_bytes());
+    let e = check_err(&path, &with_input(&write("odd.fwht", &odd.concat())));
+    let Error::Request {
+        frame, step, errno, ..
+    } = &e
+    else {
+        panic!("{e:?}");
+    };
+    assert_eq!((*frame, *errno), (1, rustix::io::Errno::INVAL), "{e}");
+    assert!(step.starts_with("VIDIOC_S_EXT_CTRLS"), "{e}");
+    assert_eq!(e.kind(), "request");
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "{}: the request of frame 1 failed at VIDIOC_S_EXT_CTRLS \
+             (V4L2_CID_STATELESS_FWHT_PARAMS in the request): Invalid argument (os error 22) \
+             (the decoder refused the frame's parameters: a size larger than the capture \
+             format's, or components and subsampling other than the capture format's)",
+            path.display()
+        )
     );
-    assert!(text.contains("MEDIA_IOC_REQUEST_ALLOC"), "{text}");
-    assert_eq!(e.kind(), "stateless-decoder");
+}
+
+/// `--show` on the stateless decoder: as the stateful decoder's frames, shown without a
+/// buffer given back mid-read when the bridge defers the releases.
+#[test]
+fn m2m_show_stateless_decoded_frames_with_the_bridge_no_early_release() {
+    let test = "m2m_show_stateless_decoded_frames_with_the_bridge_no_early_release";
+    let Some(path) = vicodec(test, "stateless-decoder") else {
+        return;
+    };
+    let (show, client) = show_v4l2(test, &path, &[], true);
+    assert_shown_without_early_release(&show, &client);
+    assert!(show["shown"].as_u64().unwrap() >= 10, "{show}");
 }
 
 /// vim2m converts generated frames; its capture buffers behave like every vb2 driver's.
@@ -368,6 +616,20 @@ fn m2m_show_decoded_frames_without_the_bridge_catches_early_releases() {
     };
     let (show, _) = show_v4l2(test, &path, &[], false);
     assert_early_releases(&show);
+}
+
+/// 14 FWHT frames, one a chunk, made by vicodec's encoder from generated frames, and the raw
+/// format they were made from.
+fn encoded_frames() -> (Vec<Vec<u8>>, v4l2::Format) {
+    let encoder = Device::open(node("stateful-encoder", "vicodec").dev).unwrap();
+    v4l2::m2m::encode(
+        &encoder,
+        "FWHT".parse().unwrap(),
+        (320, 240),
+        14,
+        Duration::from_secs(5),
+    )
+    .unwrap()
 }
 
 /// `fencebridge v4l2 ARGS`: exit status, stdout, stderr.
