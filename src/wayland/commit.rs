@@ -25,7 +25,7 @@ use crate::bridge::producer_class::{ProducerClass, ProducerClassifier};
 use crate::bridge::protocol::{self, Attached, CommitSync, PendingState};
 use crate::bridge::release::ReleaseEvent;
 use crate::fence::{dmabuf, Access, FenceState, SyncFile};
-use crate::source::TimelinePointSource;
+use crate::source::{TimelinePointSource, WaitMethod};
 use crate::timeline::WaitFor;
 
 /// What a commit attached.
@@ -108,12 +108,16 @@ impl Drop for CommitRecord {
 
 /// smithay's cached-state slot for the [`CommitRecord`] of each commit. A commit without one
 /// (nothing attached, no points) leaves the current record in place, as the buffer stays.
+/// The second field keeps the record the current one replaced until the commit is booked
+/// ([`post_commit`]): dropping it closes its fence, a syscall the wake path from a fence to the
+/// compositor's commit handler should not wait for; and a commit applied in a wake but not
+/// booked yet is still booked from there when a later one of the same wake replaced it.
 #[derive(Debug, Default)]
-pub(crate) struct CommitSlot(pub Option<CommitRecord>);
+pub(crate) struct CommitSlot(pub Option<CommitRecord>, Option<CommitRecord>);
 
 impl Cacheable for CommitSlot {
     fn commit(&mut self, _dh: &DisplayHandle) -> Self {
-        CommitSlot(self.0.take())
+        CommitSlot(self.0.take(), None)
     }
 
     fn merge_into(self, into: &mut Self, _dh: &DisplayHandle) {
@@ -123,7 +127,9 @@ impl Cacheable for CommitSlot {
         if record.keeps_buffer() && into.0.as_ref().is_some_and(|r| !r.applied) {
             return;
         }
-        into.0 = Some(record);
+        if let Some(replaced) = into.0.replace(record) {
+            into.1 = Some(replaced);
+        }
     }
 }
 
@@ -296,7 +302,8 @@ pub(crate) fn pre_commit<D: FenceBridgeHandler>(
         },
         Acquire::WaitAcquirePoint(_) => match record.acquire_point.clone() {
             Some(point) if !acquire_ready => {
-                match hold_for_point(state, dh, surface, started, point, publish_later) {
+                let exported = record.acquire_fence.clone();
+                match hold_for_point(state, dh, surface, started, point, exported, publish_later) {
                     Held::Waiting(blocker) => {
                         record.blocker = Some(blocker);
                         CommitPath::ExplicitWaited
@@ -435,48 +442,89 @@ fn plan<D: FenceBridgeHandler>(
 }
 
 /// Holds the commit until the client's acquire point signals. The caller has just found it
-/// unsignalled (one query per commit); if it signals meanwhile, the source fires at once.
+/// unsignalled (one query per commit); if it signals meanwhile, the source fires at once. A
+/// point already exported as a sync_file (to publish it) is waited for by polling that file,
+/// which costs no `SYNCOBJ_EVENTFD` registration and no eventfd, unless the configuration
+/// asks for the waiter thread.
 fn hold_for_point<D: FenceBridgeHandler>(
     state: &mut D,
     dh: &DisplayHandle,
     surface: &WlSurface,
     started: Instant,
     point: ClientPoint,
+    exported: Option<Arc<SyncFile>>,
     publish: Option<Dmabuf>,
 ) -> Held {
     let method = state.fencebridge_state().config.point_wait;
     let value = point.point.value;
-    match TimelinePointSource::new(&point.timeline, value, WaitFor::Signalled, method) {
-        Ok(source) => {
-            let on = WaitOn::AcquirePoint {
+    let on = match exported {
+        Some(fence) if method == WaitMethod::Auto => WaitOn::AcquireFence {
+            fence,
+            point: value,
+        },
+        _ => match TimelinePointSource::new(&point.timeline, value, WaitFor::Signalled, method) {
+            Ok(source) => WaitOn::AcquirePoint {
                 source,
                 timeline: point.timeline,
                 point: value,
                 publish,
-            };
-            wait::hold(state, dh, surface, started, on)
-        }
-        Err(e) => {
-            tracing::warn!(
-                "fencebridge: cannot wait for {}: {e}; applying at once",
-                point.point
-            );
-            Held::Failed
-        }
-    }
+            },
+            Err(e) => {
+                tracing::warn!(
+                    "fencebridge: cannot wait for {}: {e}; applying at once",
+                    point.point
+                );
+                return Held::Failed;
+            }
+        },
+    };
+    wait::hold(state, dh, surface, started, on)
 }
 
 /// The post-commit hook: the commit applied (its fence has signalled); book its release.
+/// While a fence's wake applies it, the booking waits until the compositor's commit handler has
+/// run ([`book_deferred`]), so that nothing of ours stands between the fence and the handler —
+/// unless reads were reported meanwhile or the surface already applied a commit in this wake:
+/// then what came before is booked first, in order.
 pub(crate) fn post_commit<D: FenceBridgeHandler>(
     state: &mut D,
     _dh: &DisplayHandle,
     surface: &WlSurface,
 ) {
-    // Reads reported before this commit are of the buffer it replaces.
+    let bridge = state.fencebridge_state();
+    if bridge.waking && bridge.reads.is_empty() && !bridge.unbooked.contains(surface) {
+        bridge.unbooked.push(surface.clone());
+        return;
+    }
+    // Commits applied earlier in this wake, then the reads reported before this commit (of
+    // the buffer it replaces), then this commit.
     super::release::book_reads(state);
-    let due = compositor::with_states(surface, |states| {
+    book_applied(state, surface);
+}
+
+/// Books the commits applied so far in a wake (see [`post_commit`]): the wake calls it once
+/// they have reached the compositor, and whatever reads the books first calls it before.
+pub(crate) fn book_deferred<D: FenceBridgeHandler>(state: &mut D) {
+    let mut unbooked = std::mem::take(&mut state.fencebridge_state().unbooked);
+    for surface in unbooked.drain(..) {
+        book_applied(state, &surface);
+    }
+    // The list's allocation is kept for the next wake.
+    state.fencebridge_state().unbooked = unbooked;
+}
+
+/// Hands the oldest applied, unbooked commit of `surface` to its release books: the one the
+/// current commit replaced if that one was never booked (both applied in one wake), else the
+/// current one. Lets go of a replaced record that was booked.
+fn book_applied<D: FenceBridgeHandler>(state: &mut D, surface: &WlSurface) {
+    let (due, replaced) = compositor::with_states(surface, |states| {
         let mut slot = states.cached_state.get::<CommitSlot>();
-        let record = slot.current().0.as_mut().filter(|r| !r.applied)?;
+        let current = slot.current();
+        let mut replaced = current.1.take();
+        let record = match replaced.as_mut().filter(|r| !r.applied) {
+            Some(unbooked) => unbooked,
+            None => current.0.as_mut().filter(|r| !r.applied)?,
+        };
         record.applied = true;
         let mut books = SurfaceBooks::of(states)?;
         books
@@ -486,11 +534,14 @@ pub(crate) fn post_commit<D: FenceBridgeHandler>(
             books.owe_release_point(point);
         }
         let attach = books.attach(record.attachment.buffer());
-        Some(books.book(ReleaseEvent::Committed {
+        let due = books.book(ReleaseEvent::Committed {
             attach,
             release: record.plan.release,
-        }))
-    });
+        });
+        Some((Some(due), replaced))
+    })
+    .unwrap_or((None, None));
+    drop(replaced);
     if let Some(due) = due {
         super::release::execute(state, surface, due);
     }

@@ -265,6 +265,11 @@ pub struct FenceBridgeState {
     pub(crate) reads: Vec<release::QueuedRead>,
     /// Wakes the loop to book them.
     pub(crate) read_wake: Option<release::LoopWake>,
+    /// Whether a fence's wake is applying commits: their booking waits until the compositor
+    /// has them ([`commit::post_commit`]).
+    pub(crate) waking: bool,
+    /// Surfaces whose applied commits are still to be booked ([`commit::book_deferred`]).
+    pub(crate) unbooked: Vec<WlSurface>,
 }
 
 /// How many disconnected clients' reports the bridge keeps, at least.
@@ -327,6 +332,8 @@ impl FenceBridgeState {
             late_signals: release::LateSignals::new(),
             reads: Vec::new(),
             read_wake: release::LoopWake::new("reported reads (they wait for a commit)"),
+            waking: false,
+            unbooked: Vec::new(),
             caps,
         }
     }
