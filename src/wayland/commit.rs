@@ -20,12 +20,14 @@ use super::report::CommitPath;
 use super::surface::{ClientPoint, QueuedCommit, ReleaseSlot, SurfaceBooks};
 use super::wait::{self, Held, WaitOn};
 use super::FenceBridgeHandler;
-use crate::bridge::plan::{self, Acquire, BufferKind, CommitInput, CommitPlan, Publish};
+use crate::bridge::plan::{
+    self, Acquire, AcquireState, BufferKind, CommitInput, CommitPlan, Publish,
+};
 use crate::bridge::producer_class::{ProducerClass, ProducerClassifier};
 use crate::bridge::protocol::{self, Attached, CommitSync, PendingState};
 use crate::bridge::release::ReleaseEvent;
 use crate::fence::{dmabuf, Access, FenceState, SyncFile};
-use crate::source::{TimelinePointSource, WaitMethod};
+use crate::source::TimelinePointSource;
 use crate::timeline::WaitFor;
 
 /// What a commit attached.
@@ -72,7 +74,7 @@ impl Attachment {
 #[derive(Debug)]
 pub(crate) struct CommitRecord {
     attachment: Attachment,
-    plan: CommitPlan,
+    pub plan: CommitPlan,
     /// The fence the contents are ready at: the snapshot, or the exported acquire point
     /// (exported lazily if it had no fence at commit time).
     pub acquire_fence: Option<Arc<SyncFile>>,
@@ -82,6 +84,9 @@ pub(crate) struct CommitRecord {
     release: ReleaseSlot,
     /// The blocker holding the commit until its fence signals, if it waits.
     blocker: Option<Barrier>,
+    /// Applied by smithay, its booking deferred to the end of the wake ([`post_commit`]).
+    shown: bool,
+    /// Booked: its release decision is in the surface's books.
     applied: bool,
 }
 
@@ -109,9 +114,10 @@ impl Drop for CommitRecord {
 /// smithay's cached-state slot for the [`CommitRecord`] of each commit. A commit without one
 /// (nothing attached, no points) leaves the current record in place, as the buffer stays.
 /// The second field keeps the record the current one replaced until the commit is booked
-/// ([`post_commit`]): dropping it closes its fence, a syscall the wake path from a fence to the
-/// compositor's commit handler should not wait for; and a commit applied in a wake but not
-/// booked yet is still booked from there when a later one of the same wake replaced it.
+/// ([`post_commit`]): dropping a booked one closes its fence, a syscall the wake path from a
+/// fence to the compositor's commit handler should not wait for; and one applied in a wake but
+/// not booked yet is still booked from there when a later commit of the same wake replaced it.
+/// One never applied (merged away) is dropped at once: its drop discharges it.
 #[derive(Debug, Default)]
 pub(crate) struct CommitSlot(pub Option<CommitRecord>, Option<CommitRecord>);
 
@@ -127,8 +133,9 @@ impl Cacheable for CommitSlot {
         if record.keeps_buffer() && into.0.as_ref().is_some_and(|r| !r.applied) {
             return;
         }
-        if let Some(replaced) = into.0.replace(record) {
-            into.1 = Some(replaced);
+        match into.0.replace(record) {
+            Some(replaced) if replaced.applied || replaced.shown => into.1 = Some(replaced),
+            merged_away => drop(merged_away),
         }
     }
 }
@@ -235,43 +242,40 @@ pub(crate) fn pre_commit<D: FenceBridgeHandler>(
         report.note_protocol_error(format!("tolerated: {tolerated}"));
     }
 
-    let (plan, snapshot) = plan(state, surface, &mut classifier, &attachment, sync.mode);
+    // The acquire point's state, where the plan depends on it.
+    let (acquire_state, acquire_fence) = match &acquire {
+        Some(point) if plan::needs_acquire_state(attachment.kind(), &sync.mode) => {
+            find_acquire_state(point)
+        }
+        _ => (None, None),
+    };
+    let (plan, snapshot) = plan(
+        state,
+        surface,
+        &mut classifier,
+        &attachment,
+        sync.mode,
+        acquire_state,
+    );
     let mut record = CommitRecord {
         attachment,
         plan,
-        acquire_fence: None,
+        acquire_fence,
         acquire_point: acquire,
         handoff_point: None,
         release: ReleaseSlot::new(release),
         blocker: None,
+        shown: false,
         applied: false,
     };
 
-    // One query first: an acquire point that has already signalled needs neither publishing
-    // nor a wait, so that path creates no fd and no event source.
-    let acquire_ready = record
-        .acquire_point
-        .as_ref()
-        .is_some_and(|p| p.timeline.is_signalled(p.point.value).unwrap_or(false));
-
-    // Explicit -> implicit: the acquire fence onto the dma-buf, now if the client submitted
-    // its work already (it usually has), else once the point has a fence.
-    let mut publish_later = None;
-    if plan.publish == Publish::ImportAcquireAsWriteFence && !acquire_ready {
-        if let (Attachment::DmaBuf(_, dmabuf), Some(point)) =
-            (&record.attachment, &record.acquire_point)
-        {
-            match point.timeline.export_sync_file(point.point.value) {
-                Ok(fence) => {
-                    let planes: Vec<BorrowedFd<'_>> = dmabuf.handles().collect();
-                    if let Err(e) = dmabuf::import(&planes, &fence, Access::Write) {
-                        tracing::warn!("fencebridge: could not publish the acquire fence: {e}");
-                    }
-                    record.acquire_fence = Some(Arc::new(fence));
-                }
-                Err(crate::Error::PointNotSubmitted { .. }) => publish_later = Some(dmabuf.clone()),
-                Err(e) => tracing::warn!("fencebridge: could not export the acquire point: {e}"),
-            }
+    // Explicit -> implicit: the running acquire fence onto the dma-buf.
+    if let (Publish::ImportAcquireAsWriteFence, Attachment::DmaBuf(_, dmabuf), Some(fence)) =
+        (plan.publish, &record.attachment, &record.acquire_fence)
+    {
+        let planes: Vec<BorrowedFd<'_>> = dmabuf.handles().collect();
+        if let Err(e) = dmabuf::import(&planes, fence, Access::Write) {
+            tracing::warn!("fencebridge: could not publish the acquire fence: {e}");
         }
     }
 
@@ -300,20 +304,24 @@ pub(crate) fn pre_commit<D: FenceBridgeHandler>(
             }
             None => CommitPath::ImplicitUnwaited,
         },
-        Acquire::WaitAcquirePoint(_) => match record.acquire_point.clone() {
-            Some(point) if !acquire_ready => {
-                let exported = record.acquire_fence.clone();
-                match hold_for_point(state, dh, surface, started, point, exported, publish_later) {
-                    Held::Waiting(blocker) => {
-                        record.blocker = Some(blocker);
-                        CommitPath::ExplicitWaited
-                    }
-                    Held::Failed => CommitPath::ExplicitReady,
-                    Held::Refused => return,
+        Acquire::WaitAcquireFence(_) | Acquire::WaitAcquirePoint(_) => {
+            let on = match (plan.acquire, &record.acquire_fence, &record.acquire_point) {
+                (Acquire::WaitAcquireFence(point), Some(fence), _) => Some(WaitOn::AcquireFence {
+                    fence: fence.clone(),
+                    point: point.value,
+                }),
+                (_, _, Some(point)) => wait_on_timeline(state, point),
+                _ => None,
+            };
+            match on.map(|on| wait::hold(state, dh, surface, started, on)) {
+                Some(Held::Waiting(blocker)) => {
+                    record.blocker = Some(blocker);
+                    CommitPath::ExplicitWaited
                 }
+                Some(Held::Refused) => return,
+                Some(Held::Failed) | None => CommitPath::ExplicitReady,
             }
-            _ => CommitPath::ExplicitReady,
-        },
+        }
     };
     tracing::debug!(
         "fencebridge: {} commit: {path} (release: {:?})",
@@ -387,6 +395,7 @@ fn plan<D: FenceBridgeHandler>(
     classifier: &mut Option<ProducerClassifier>,
     attachment: &Attachment,
     sync: plan::SyncMode,
+    acquire: Option<AcquireState>,
 ) -> (CommitPlan, Option<SyncFile>) {
     let bridge = state.fencebridge_state();
     let caps = bridge.bridge_caps;
@@ -419,6 +428,7 @@ fn plan<D: FenceBridgeHandler>(
         buffer,
         sync,
         snapshot: snapshot.as_ref().map(|s| s.state),
+        acquire,
         producer,
         caps,
     });
@@ -441,44 +451,45 @@ fn plan<D: FenceBridgeHandler>(
     (plan, fence)
 }
 
-/// Holds the commit until the client's acquire point signals. The caller has just found it
-/// unsignalled (one query per commit); if it signals meanwhile, the source fires at once. A
-/// point already exported as a sync_file (to publish it) is waited for by polling that file,
-/// which costs no `SYNCOBJ_EVENTFD` registration and no eventfd, unless the configuration
-/// asks for the waiter thread.
-fn hold_for_point<D: FenceBridgeHandler>(
-    state: &mut D,
-    dh: &DisplayHandle,
-    surface: &WlSurface,
-    started: Instant,
-    point: ClientPoint,
-    exported: Option<Arc<SyncFile>>,
-    publish: Option<Dmabuf>,
-) -> Held {
+/// What `point` is now ([`AcquireState`]): one query, and while it has not signalled, its
+/// fence exported (the kernel's answer says whether it was submitted), which the commit then
+/// waits on and publishes.
+fn find_acquire_state(point: &ClientPoint) -> (Option<AcquireState>, Option<Arc<SyncFile>>) {
+    let value = point.point.value;
+    match point.timeline.is_signalled(value) {
+        Ok(true) => return (Some(AcquireState::Signalled), None),
+        Ok(false) => {}
+        Err(e) => tracing::warn!("fencebridge: could not query {}: {e}", point.point),
+    }
+    match point.timeline.export_sync_file(value) {
+        Ok(fence) => (Some(AcquireState::Submitted), Some(Arc::new(fence))),
+        Err(crate::Error::PointNotSubmitted { .. }) => (Some(AcquireState::NotSubmitted), None),
+        Err(e) => {
+            tracing::warn!("fencebridge: could not export {}: {e}", point.point);
+            (Some(AcquireState::NotSubmitted), None)
+        }
+    }
+}
+
+/// The wait for an acquire point that has no fence yet, on its timeline: `SYNCOBJ_EVENTFD`,
+/// or the device's waiter thread (where the kernel lacks it, or the configuration asks).
+/// `None` (logged) if it cannot be set up: the commit applies at once.
+fn wait_on_timeline<D: FenceBridgeHandler>(state: &mut D, point: &ClientPoint) -> Option<WaitOn> {
     let method = state.fencebridge_state().config.point_wait;
     let value = point.point.value;
-    let on = match exported {
-        Some(fence) if method == WaitMethod::Auto => WaitOn::AcquireFence {
-            fence,
+    match TimelinePointSource::new(&point.timeline, value, WaitFor::Signalled, method) {
+        Ok(source) => Some(WaitOn::AcquirePoint {
+            source,
             point: value,
-        },
-        _ => match TimelinePointSource::new(&point.timeline, value, WaitFor::Signalled, method) {
-            Ok(source) => WaitOn::AcquirePoint {
-                source,
-                timeline: point.timeline,
-                point: value,
-                publish,
-            },
-            Err(e) => {
-                tracing::warn!(
-                    "fencebridge: cannot wait for {}: {e}; applying at once",
-                    point.point
-                );
-                return Held::Failed;
-            }
-        },
-    };
-    wait::hold(state, dh, surface, started, on)
+        }),
+        Err(e) => {
+            tracing::warn!(
+                "fencebridge: cannot wait for {}: {e}; applying at once",
+                point.point
+            );
+            None
+        }
+    }
 }
 
 /// The post-commit hook: the commit applied (its fence has signalled); book its release.
@@ -494,6 +505,12 @@ pub(crate) fn post_commit<D: FenceBridgeHandler>(
     let bridge = state.fencebridge_state();
     if bridge.waking && bridge.reads.is_empty() && !bridge.unbooked.contains(surface) {
         bridge.unbooked.push(surface.clone());
+        compositor::with_states(surface, |states| {
+            let mut slot = states.cached_state.get::<CommitSlot>();
+            if let Some(record) = slot.current().0.as_mut() {
+                record.shown = true;
+            }
+        });
         return;
     }
     // Commits applied earlier in this wake, then the reads reported before this commit (of
@@ -521,7 +538,7 @@ fn book_applied<D: FenceBridgeHandler>(state: &mut D, surface: &WlSurface) {
         let mut slot = states.cached_state.get::<CommitSlot>();
         let current = slot.current();
         let mut replaced = current.1.take();
-        let record = match replaced.as_mut().filter(|r| !r.applied) {
+        let record = match replaced.as_mut().filter(|r| r.shown && !r.applied) {
             Some(unbooked) => unbooked,
             None => current.0.as_mut().filter(|r| !r.applied)?,
         };

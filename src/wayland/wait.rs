@@ -8,7 +8,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use smithay::backend::allocator::dmabuf::Dmabuf;
 use smithay::reexports::calloop::timer::{TimeoutAction, Timer};
 use smithay::reexports::calloop::{LoopHandle, RegistrationToken};
 use smithay::reexports::wayland_server::backend::protocol::ProtocolError;
@@ -19,9 +18,8 @@ use smithay::wayland::compositor::{self, Barrier};
 use super::report::OverdueWait;
 use super::surface::SurfaceBooks;
 use super::{FenceBridgeHandler, OverduePolicy};
-use crate::fence::{dmabuf, Access, SyncFile};
+use crate::fence::SyncFile;
 use crate::source::{SyncFileSource, TimelinePointSource};
-use crate::timeline::Timeline;
 
 /// What a held commit waits for.
 pub(crate) enum WaitOn {
@@ -29,13 +27,10 @@ pub(crate) enum WaitOn {
     Snapshot(Arc<SyncFile>),
     /// A client's acquire point, already exported as a sync_file: polled like a snapshot.
     AcquireFence { fence: Arc<SyncFile>, point: u64 },
-    /// A client's acquire point; `publish` names the dma-buf planes to put its fence on once it
-    /// has one, when it had none yet at commit time.
+    /// A client's acquire point that had no fence yet, waited for on its timeline.
     AcquirePoint {
         source: TimelinePointSource,
-        timeline: Timeline,
         point: u64,
-        publish: Option<Dmabuf>,
     },
 }
 
@@ -157,19 +152,11 @@ pub(crate) fn hold<D: FenceBridgeHandler>(
             Awaited::AcquirePoint(point),
             wait_for_fence(&handle, fence, wake),
         ),
-        WaitOn::AcquirePoint {
-            source,
-            timeline,
-            point,
-            publish,
-        } => {
+        WaitOn::AcquirePoint { source, point } => {
             let what = Awaited::AcquirePoint(point);
             let inserted = handle.insert_source(source, move |result, _, st| {
                 if let Err(e) = result {
                     tracing::warn!("fencebridge: waiting for acquire point {point} failed: {e}");
-                }
-                if let Some(dmabuf) = &publish {
-                    publish_acquire(&timeline, point, dmabuf);
                 }
                 wake.finish(st)
             });
@@ -288,24 +275,6 @@ pub(crate) fn drop_merged<D: FenceBridgeHandler>(state: &mut D, surface: &WlSurf
     for wait in merged {
         handle.remove(wait.fence_source);
     }
-}
-
-/// Puts an acquire point's fence on the dma-buf as a write fence, so implicit readers wait for
-/// the explicit client's rendering. Returns false if the point has no fence yet.
-pub(crate) fn publish_acquire(timeline: &Timeline, point: u64, dmabuf: &Dmabuf) -> bool {
-    let fence = match timeline.export_sync_file(point) {
-        Ok(fence) => fence,
-        Err(crate::Error::PointNotSubmitted { .. }) => return false,
-        Err(e) => {
-            tracing::warn!("fencebridge: could not export acquire point {point}: {e}");
-            return true;
-        }
-    };
-    let planes: Vec<_> = dmabuf.handles().collect();
-    if let Err(e) = dmabuf::import(&planes, &fence, Access::Write) {
-        tracing::warn!("fencebridge: could not put the acquire fence on the dma-buf: {e}");
-    }
-    true
 }
 
 /// How a held commit is let go of: wait `id`'s blocker on `surface`, and the client whose

@@ -409,6 +409,7 @@ pub fn check_source(
             },
             sync: SyncMode::Implicit,
             snapshot: Some(state),
+            acquire: None,
             producer: classifier.class(),
             caps,
         });

@@ -102,9 +102,10 @@ fn without_eventfd_the_waiter_thread_holds_the_commit() {
     let Some(mut e) = Explicit::new(&mut h, "explicit_acquire_waiter_thread") else {
         return;
     };
+    // Committed before it is submitted: a point with a fence would be waited for on that.
+    e.commit(&mut h, 0);
     let (gpu, acquire) = pending_fence(&vgem());
     e.timeline(0).import_sync_file(1, &acquire).unwrap();
-    e.commit(&mut h, 0);
     let k = key(&e.c, &e.surface);
     assert!(
         !h.run_until(&mut [&mut e.c], QUIET, applied(&k, 1)),
