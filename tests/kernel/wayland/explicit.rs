@@ -230,6 +230,41 @@ fn a_read_reported_by_the_commit_handler_of_a_woken_commit_holds_its_release_poi
     replace_while_read(&mut h, &mut e, read);
 }
 
+#[test]
+fn two_commits_applied_by_one_wake_each_keep_the_read_their_handler_reported() {
+    let mut h = Harness::default_config();
+    let Some(mut e) = Explicit::new(&mut h, "explicit_two_commits_one_wake") else {
+        return;
+    };
+    let k = key(&e.c, &e.surface);
+    let (gpu0, acquire0) = pending_fence(&vgem());
+    let (gpu1, acquire1) = pending_fence(&vgem());
+    e.timeline(0).import_sync_file(1, &acquire0).unwrap();
+    e.timeline(1).import_sync_file(1, &acquire1).unwrap();
+    e.commit(&mut h, 0);
+    e.commit(&mut h, 1);
+    // The second commit's fence first: it waits in smithay's queue behind the first.
+    gpu1.signal().unwrap();
+    assert!(!h.run_until(&mut [&mut e.c], QUIET, applied(&k, 1)));
+    // One wake applies both; the compositor renders each from its commit handler.
+    let (read0, read0_fence) = pending_fence(&vgem());
+    let (_read1, read1_fence) = pending_fence(&vgem());
+    h.server.reads_in_commit = vec![read1_fence, read0_fence];
+    gpu0.signal().unwrap();
+    assert!(h.run_until(&mut [&mut e.c], WAKE, applied(&k, 2)));
+    assert!(h.server.reads_in_commit.is_empty(), "the handler read both");
+    assert!(
+        !becomes_signalled(e.timeline(0), 2, QUIET),
+        "buffer 0 released while the read its commit handler reported still runs"
+    );
+    read0.signal().unwrap();
+    assert!(
+        becomes_signalled(e.timeline(0), 2, WAKE),
+        "signalled by the read fence"
+    );
+    assert!(!e.released(1), "buffer 1 is shown");
+}
+
 /// Replaces buffer 0, which `read` still reads, with buffer 1: buffer 0's release point waits
 /// for the read.
 fn replace_while_read(h: &mut Harness, e: &mut Explicit, read: VgemFence) {
