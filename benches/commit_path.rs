@@ -530,43 +530,25 @@ fn scale(n: usize) -> Value {
         ..Config::default()
     });
     let vgem = Vgem::open().unwrap();
-    // Up to 100 surfaces per client: smithay keeps one transaction queue per client and scans
-    // it on every commit and every blocker_cleared, so one client with 10,000 blocked surfaces
-    // would measure smithay's queue, not the bridge.
-    let mut clients = Vec::new();
-    let mut surfaces = Vec::with_capacity(n);
-    for chunk in 0..n.div_ceil(100) {
-        let mut c = h.connect();
-        for _ in 0..100.min(n - chunk * 100) {
-            let (buf, wl) = c.vgem_buffer(&vgem);
-            surfaces.push((clients.len(), c.surface(), buf, wl));
-        }
-        h.roundtrip(&mut c);
-        clients.push(c);
-    }
+    let (mut clients, surfaces) = surfaces_of_clients(&mut h, n, |c| {
+        let (buf, wl) = c.vgem_buffer(&vgem);
+        (c.surface(), buf, wl)
+    });
     let (fds0, heap0) = (open_fds(), heap());
     // Commit every surface with a pending fence, in batches; the fences are attached just
     // before their batch (vgem fences signal by themselves after 10 s).
     let mut fences = Vec::with_capacity(n);
-    let mut server_cpu = Duration::ZERO;
-    let mut server_ioctls = 0;
     let started = Instant::now();
-    for batch in surfaces.chunks(100) {
-        let c = &mut clients[batch[0].0];
-        for (_, surface, buf, wl) in batch {
+    let (server_cpu, server_ioctls) = commit_in_batches(
+        &mut h,
+        &mut clients,
+        &surfaces,
+        |s| s.0,
+        |c, (_, (surface, buf, wl))| {
             fences.push(buf.attach_fence(true).unwrap());
             c.commit(surface, Some(wl));
-        }
-        c.pump();
-        let (cpu, io) = (thread_cpu(), ioctls());
-        h.turn(Duration::ZERO);
-        server_cpu += thread_cpu() - cpu;
-        server_ioctls += ioctls() - io;
-        c.pump();
-    }
-    for c in &mut clients {
-        h.roundtrip(c);
-    }
+        },
+    );
     let committing = started.elapsed();
     let held = h.server.log.is_empty();
     let (fds1, heap1) = (open_fds(), heap());
@@ -583,15 +565,7 @@ fn scale(n: usize) -> Value {
     let mut wake = Vec::new();
     for _ in 0..5.min(n) {
         let fence = fences.pop().unwrap();
-        let logged = h.server.log.len();
-        let signaller = signal_later(fence);
-        while h.server.log.len() == logged {
-            h.event_loop
-                .dispatch(Some(Duration::from_secs(1)), &mut h.server)
-                .unwrap();
-        }
-        let at = signaller.join().unwrap();
-        wake.push(h.server.log[logged].at - at);
+        wake.push(applied_after(&mut h, move || fence.signal().unwrap()));
     }
     // The rest signal; every commit applies.
     let apply_cpu = thread_cpu();
@@ -617,6 +591,71 @@ fn scale(n: usize) -> Value {
     })
 }
 
+/// `n` surfaces made by `make`, with the index of their client: up to 100 per client, since
+/// smithay keeps one transaction queue per client and scans it on every commit and every
+/// blocker_cleared, so one client with 10,000 blocked surfaces would measure smithay's queue,
+/// not the bridge.
+fn surfaces_of_clients<T>(
+    h: &mut Harness,
+    n: usize,
+    mut make: impl FnMut(&TestClient) -> T,
+) -> (Vec<TestClient>, Vec<(usize, T)>) {
+    let mut clients = Vec::new();
+    let mut surfaces = Vec::with_capacity(n);
+    for chunk in 0..n.div_ceil(100) {
+        let mut c = h.connect();
+        for _ in 0..100.min(n - chunk * 100) {
+            surfaces.push((clients.len(), make(&c)));
+        }
+        h.roundtrip(&mut c);
+        clients.push(c);
+    }
+    (clients, surfaces)
+}
+
+/// Commits `surfaces` (each of client `client_of(s)`, 100 at most per client, in order)
+/// with `commit`, one turn of the compositor after each client's batch; the loop thread's CPU
+/// and the ioctls those turns cost.
+fn commit_in_batches<S>(
+    h: &mut Harness,
+    clients: &mut [TestClient],
+    surfaces: &[S],
+    client_of: impl Fn(&S) -> usize,
+    mut commit: impl FnMut(&TestClient, &S),
+) -> (Duration, u64) {
+    let (mut server_cpu, mut server_ioctls) = (Duration::ZERO, 0);
+    for batch in surfaces.chunks(100) {
+        let c = &mut clients[client_of(&batch[0])];
+        for s in batch {
+            commit(c, s);
+        }
+        c.pump();
+        let (cpu, io) = (thread_cpu(), ioctls());
+        h.turn(Duration::ZERO);
+        server_cpu += thread_cpu() - cpu;
+        server_ioctls += ioctls() - io;
+        c.pump();
+    }
+    for c in clients {
+        h.roundtrip(c);
+    }
+    (server_cpu, server_ioctls)
+}
+
+/// Runs `signal` on another thread (so the loop is asleep in epoll_wait, as a compositor's
+/// is) and dispatches until the next commit applies: from the signal to that commit applied.
+fn applied_after(h: &mut Harness, signal: impl FnOnce() + Send + 'static) -> Duration {
+    let logged = h.server.log.len();
+    let signaller = run_later(signal);
+    while h.server.log.len() == logged {
+        h.event_loop
+            .dispatch(Some(Duration::from_secs(1)), &mut h.server)
+            .unwrap();
+    }
+    let at = signaller.join().unwrap();
+    h.server.log[logged].at - at
+}
+
 /// Explicit waits at scale with the `SYNCOBJ_EVENTFD` fallback forced: `n` surfaces, each
 /// with a commit held by an acquire point not yet submitted (point 1 of its own timeline,
 /// release point 2), waited for by the device's waiter thread.
@@ -627,60 +666,37 @@ fn scale_explicit(n: usize, device: &SyncobjDevice) -> Value {
         ..Config::default()
     });
     let vgem = Vgem::open().unwrap();
-    let mut clients = Vec::new();
-    let mut surfaces = Vec::with_capacity(n);
-    for chunk in 0..n.div_ceil(100) {
-        let mut c = h.connect();
-        for _ in 0..100.min(n - chunk * 100) {
-            let (buf, wl) = c.vgem_buffer(&vgem);
-            let surface = c.surface();
-            let sync = c.syncobj().get_surface(&surface, &c.qh, ());
-            let timeline = device.create_timeline().unwrap();
-            let fd = timeline.export_fd().unwrap();
-            let wl_timeline = c.syncobj().import_timeline(fd.as_fd(), &c.qh, ());
-            surfaces.push((clients.len(), surface, sync, timeline, wl_timeline, buf, wl));
-        }
-        h.roundtrip(&mut c);
-        clients.push(c);
-    }
+    let (mut clients, mut surfaces) = surfaces_of_clients(&mut h, n, |c| {
+        let (buf, wl) = c.vgem_buffer(&vgem);
+        let surface = c.surface();
+        let sync = c.syncobj().get_surface(&surface, &c.qh, ());
+        let timeline = device.create_timeline().unwrap();
+        let fd = timeline.export_fd().unwrap();
+        let wl_timeline = c.syncobj().import_timeline(fd.as_fd(), &c.qh, ());
+        (surface, sync, timeline, wl_timeline, buf, wl)
+    });
     let (fds0, heap0, threads0) = (open_fds(), heap(), threads());
-    let mut server_cpu = Duration::ZERO;
-    let mut server_ioctls = 0;
     let started = Instant::now();
-    for batch in surfaces.chunks(100) {
-        let c = &mut clients[batch[0].0];
-        for (_, surface, sync, _, wl_timeline, _, wl) in batch {
+    let (server_cpu, server_ioctls) = commit_in_batches(
+        &mut h,
+        &mut clients,
+        &surfaces,
+        |s| s.0,
+        |c, (_, (surface, sync, _, wl_timeline, _, wl))| {
             sync.set_acquire_point(wl_timeline, 0, 1);
             sync.set_release_point(wl_timeline, 0, 2);
             c.commit(surface, Some(wl));
-        }
-        c.pump();
-        let (cpu, io) = (thread_cpu(), ioctls());
-        h.turn(Duration::ZERO);
-        server_cpu += thread_cpu() - cpu;
-        server_ioctls += ioctls() - io;
-        c.pump();
-    }
-    for c in &mut clients {
-        h.roundtrip(c);
-    }
+        },
+    );
     let committing = started.elapsed();
     let held = h.server.log.is_empty();
     let (fds1, heap1, threads1) = (open_fds(), heap(), threads());
     let mut wake = Vec::new();
     for _ in 0..5.min(n) {
-        let timeline = surfaces.pop().unwrap().3;
-        let logged = h.server.log.len();
-        let signaller = run_later(move || timeline.signal(1).unwrap());
-        while h.server.log.len() == logged {
-            h.event_loop
-                .dispatch(Some(Duration::from_secs(1)), &mut h.server)
-                .unwrap();
-        }
-        let at = signaller.join().unwrap();
-        wake.push(h.server.log[logged].at - at);
+        let timeline = surfaces.pop().unwrap().1 .2;
+        wake.push(applied_after(&mut h, move || timeline.signal(1).unwrap()));
     }
-    for (_, _, _, timeline, ..) in &surfaces {
+    for (_, (_, _, timeline, ..)) in &surfaces {
         timeline.signal(1).unwrap();
     }
     let end = Instant::now() + Duration::from_secs(60);
