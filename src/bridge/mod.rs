@@ -54,6 +54,7 @@
 //!     buffer,
 //!     sync: sync.mode,
 //!     snapshot: None,
+//!     acquire: None,
 //!     producer: classifier.class(),
 //!     caps,
 //! });

@@ -4,8 +4,9 @@
 //! ([`Handoff`]), what to put on the dma-buf ([`Publish`]) and how to give the buffer back
 //! ([`Release`]).
 //!
-//! Deciding takes two steps because the snapshot is a kernel call: ask [`needs_snapshot`]
-//! first, take the snapshot only then (`fence::dmabuf::export`), and pass its state to
+//! Deciding takes two steps because the snapshot and the acquire point's state are kernel
+//! calls: ask [`needs_snapshot`] and [`needs_acquire_state`] first, take the snapshot
+//! (`fence::dmabuf::export`) or find the point's [`AcquireState`] only then, and pass them to
 //! [`plan_commit`].
 //!
 //! # How to use
@@ -20,7 +21,7 @@
 //! if plan::needs_snapshot(buffer, &sync, caps) {
 //!     let state = FenceState::Pending; // from fence::dmabuf::export(..).state
 //!     let producer = ProducerClass::Unknown;
-//!     let input = CommitInput { buffer, sync, snapshot: Some(state), producer, caps };
+//!     let input = CommitInput { buffer, sync, snapshot: Some(state), acquire: None, producer, caps };
 //!     let plan = plan::plan_commit(&input);
 //!     assert_eq!(plan.acquire, Acquire::WaitSnapshot); // hold the commit until it signals
 //! }
@@ -146,10 +147,29 @@ pub struct CommitInput {
     /// What the dma-buf fence snapshot found; `None` when none was taken (not needed, or the
     /// export failed).
     pub snapshot: Option<FenceState>,
+    /// What the client's acquire point was found to be; `None` when it was not asked
+    /// ([`needs_acquire_state`]), which plans a point like one not submitted yet.
+    pub acquire: Option<AcquireState>,
     /// The client's producer, as classified so far.
     pub producer: ProducerClass,
     /// What the machine can do.
     pub caps: BridgeCaps,
+}
+
+/// What the client's acquire point was found to be when it committed: one query whether it
+/// has signalled, and while it has not, one export of its fence as a sync_file (the kernel's
+/// answer says whether the client has submitted the work yet). See [`needs_acquire_state`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AcquireState {
+    /// Signalled already: nothing to wait for or publish, and no fence to hand on.
+    Signalled,
+    /// It has a fence, still running, now exported as a sync_file: the commit waits on that
+    /// file, and implicit readers get it on the dma-buf.
+    Submitted,
+    /// No fence yet: the client committed before submitting its work. The commit waits on the
+    /// timeline (`SYNCOBJ_EVENTFD`, or the waiter thread), which wakes it only once the point
+    /// has signalled, when a fence put on the dma-buf would have nothing left to guard.
+    NotSubmitted,
 }
 
 /// What to wait for before the commit applies.
@@ -159,8 +179,12 @@ pub enum Acquire {
     Nothing,
     /// Hold the commit until the snapshot's merged fence signals.
     WaitSnapshot,
-    /// Hold the commit until the client's acquire point signals.
+    /// Hold the commit until the client's acquire point signals, waiting on its timeline (the
+    /// point has no fence yet).
     WaitAcquirePoint(TimelinePoint),
+    /// Hold the commit until the client's acquire point signals, polling the sync_file its
+    /// fence was exported as ([`AcquireState::Submitted`]).
+    WaitAcquireFence(TimelinePoint),
     /// A dma-buf that may still be being written, and no way to wait for it: the kernel lacks
     /// `EXPORT_SYNC_FILE`, or the snapshot failed. Apply now and say so; only a renderer that
     /// syncs implicitly in the kernel (GL drivers do) still waits for the writer.
@@ -232,6 +256,26 @@ pub fn needs_snapshot(buffer: Attach, sync: &SyncMode, caps: BridgeCaps) -> bool
         && caps.dmabuf_export
 }
 
+/// Whether to find the acquire point's [`AcquireState`] for this commit: only where the plan
+/// would wait for the point (a dma-buf, or no buffer with a release point after it).
+pub fn needs_acquire_state(buffer: Attach, sync: &SyncMode) -> bool {
+    sync.acquire_point().is_some()
+        && match buffer {
+            Attach::DmaBuf { .. } => true,
+            Attach::Keep | Attach::Null => sync.release_point().is_some(),
+            Attach::Shm(()) => false,
+        }
+}
+
+/// How to wait for `point` in the state it was found in.
+fn wait_for_acquire(point: TimelinePoint, state: Option<AcquireState>) -> Acquire {
+    match state {
+        Some(AcquireState::Signalled) => Acquire::Nothing,
+        Some(AcquireState::Submitted) => Acquire::WaitAcquireFence(point),
+        Some(AcquireState::NotSubmitted) | None => Acquire::WaitAcquirePoint(point),
+    }
+}
+
 /// Whether a read fence the compositor reports for a buffer goes onto its dma-bufs, as a read
 /// fence (`DMA_BUF_IOCTL_IMPORT_SYNC_FILE`): a fencing producer's next GPU write then waits for
 /// the read, which [`Release::WhenReplaced`] relies on. Only dma-bufs carry fences (shm is
@@ -249,6 +293,7 @@ pub fn plan_commit(input: &CommitInput) -> CommitPlan {
         buffer,
         sync,
         snapshot,
+        acquire: acquire_state,
         producer,
         caps,
     } = *input;
@@ -269,7 +314,7 @@ pub fn plan_commit(input: &CommitInput) -> CommitPlan {
         // rendering.
         Attach::Keep | Attach::Null => CommitPlan {
             acquire: match (acquire_point, release_point) {
-                (Some(acquire), Some(_)) => Acquire::WaitAcquirePoint(acquire),
+                (Some(acquire), Some(_)) => wait_for_acquire(acquire, acquire_state),
                 _ => Acquire::Nothing,
             },
             handoff: Handoff::Nothing,
@@ -290,8 +335,12 @@ pub fn plan_commit(input: &CommitInput) -> CommitPlan {
         Attach::DmaBuf { unique_planes, .. } => {
             let (acquire, handoff) = match acquire_point {
                 // Explicit: the acquire point says when the buffer is ready; the dma-buf's own
-                // fences are not consulted (no snapshot).
-                Some(point) => (Acquire::WaitAcquirePoint(point), handoff),
+                // fences are not consulted (no snapshot). Signalled already: nothing to wait
+                // for or hand on.
+                Some(point) => match wait_for_acquire(point, acquire_state) {
+                    Acquire::Nothing => (Acquire::Nothing, Handoff::Nothing),
+                    wait => (wait, handoff),
+                },
                 // Nothing on it can be fenced.
                 None if unique_planes == 0 => (Acquire::Nothing, Handoff::Nothing),
                 // No EXPORT_SYNC_FILE: no snapshot, so nothing to wait on.
@@ -308,8 +357,11 @@ pub fn plan_commit(input: &CommitInput) -> CommitPlan {
                 },
             };
             // An explicit client's rendering may leave no fence on the dma-buf (NVIDIA, Vulkan):
-            // implicit consumers would read too early unless the acquire fence is put there.
-            let publish = if acquire_point.is_some() && caps.dmabuf_import && unique_planes > 0 {
+            // implicit consumers would read too early unless the acquire fence is put there —
+            // while it runs: a signalled point, or one the bridge learns has a fence only once
+            // it has signalled (not submitted at commit), leaves nothing to guard.
+            let running = acquire_point.is_some() && acquire_state == Some(AcquireState::Submitted);
+            let publish = if running && caps.dmabuf_import && unique_planes > 0 {
                 Publish::ImportAcquireAsWriteFence
             } else {
                 Publish::Nothing
@@ -401,6 +453,7 @@ mod tests {
             buffer,
             sync,
             snapshot: Some(FenceState::Pending),
+            acquire: None,
             producer: ProducerClass::Unknown,
             caps,
         });
@@ -419,6 +472,7 @@ mod tests {
             buffer,
             sync,
             snapshot: None,
+            acquire: None,
             producer: ProducerClass::Fencing,
             caps,
         });
@@ -457,6 +511,12 @@ mod tests {
         Some(FenceState::Signalled),
         Some(FenceState::NoFence),
     ];
+    const ACQUIRES: [Option<AcquireState>; 4] = [
+        None,
+        Some(AcquireState::Signalled),
+        Some(AcquireState::Submitted),
+        Some(AcquireState::NotSubmitted),
+    ];
     const PRODUCERS: [ProducerClass; 3] = [
         ProducerClass::Unknown,
         ProducerClass::Fencing,
@@ -475,13 +535,16 @@ mod tests {
         BUFFERS.into_iter().flat_map(|buffer| {
             SYNCS.into_iter().flat_map(move |sync| {
                 SNAPSHOTS.into_iter().flat_map(move |snapshot| {
-                    PRODUCERS.into_iter().flat_map(move |producer| {
-                        all_caps().map(move |caps| CommitInput {
-                            buffer,
-                            sync,
-                            snapshot,
-                            producer,
-                            caps,
+                    ACQUIRES.into_iter().flat_map(move |acquire| {
+                        PRODUCERS.into_iter().flat_map(move |producer| {
+                            all_caps().map(move |caps| CommitInput {
+                                buffer,
+                                sync,
+                                snapshot,
+                                acquire,
+                                producer,
+                                caps,
+                            })
                         })
                     })
                 })
@@ -503,27 +566,42 @@ mod tests {
             if input.buffer == Attach::Shm(()) {
                 assert_eq!(plan.acquire, Acquire::Nothing, "{why}");
             }
-            // Never publish without import support, or onto anything but a dma-buf, or without
-            // an acquire point to publish.
+            // Never publish without import support, or onto anything but a dma-buf, or
+            // anything but a running acquire fence.
             if plan.publish == Publish::ImportAcquireAsWriteFence {
                 assert!(input.caps.dmabuf_import, "{why}");
                 assert!(is_dmabuf, "{why}");
                 assert!(input.sync.acquire_point().is_some(), "{why}");
+                assert_eq!(input.acquire, Some(AcquireState::Submitted), "{why}");
+            }
+            // The acquire point's state is asked for exactly where the plan waits for it.
+            let waits_for_point = matches!(
+                plan.acquire,
+                Acquire::WaitAcquirePoint(_) | Acquire::WaitAcquireFence(_)
+            );
+            let asks = needs_acquire_state(input.buffer, &input.sync);
+            if input.acquire != Some(AcquireState::Signalled) {
+                assert_eq!(asks, waits_for_point, "{why}");
             }
             // Explicit never snapshots, and waits for exactly its acquire point when there is
-            // a buffer.
+            // a buffer: on its fence once submitted, on the timeline before; not at all once
+            // signalled.
             if let Some(acquire) = input.sync.acquire_point() {
                 assert!(!snapshots, "{why}");
                 assert_ne!(plan.acquire, Acquire::WaitSnapshot, "{why}");
                 assert_ne!(plan.acquire, Acquire::CannotWait, "{why}");
                 if is_dmabuf {
-                    assert_eq!(plan.acquire, Acquire::WaitAcquirePoint(acquire), "{why}");
+                    let expected = match input.acquire {
+                        Some(AcquireState::Signalled) => Acquire::Nothing,
+                        Some(AcquireState::Submitted) => Acquire::WaitAcquireFence(acquire),
+                        Some(AcquireState::NotSubmitted) | None => {
+                            Acquire::WaitAcquirePoint(acquire)
+                        }
+                    };
+                    assert_eq!(plan.acquire, expected, "{why}");
                 }
             } else {
-                assert!(
-                    !matches!(plan.acquire, Acquire::WaitAcquirePoint(_)),
-                    "{why}"
-                );
+                assert!(!waits_for_point, "{why}");
             }
             // A snapshot is waited for only when taken, needed and pending.
             if plan.acquire == Acquire::WaitSnapshot {
@@ -549,7 +627,9 @@ mod tests {
                 assert!(
                     matches!(
                         plan.acquire,
-                        Acquire::WaitSnapshot | Acquire::WaitAcquirePoint(_)
+                        Acquire::WaitSnapshot
+                            | Acquire::WaitAcquirePoint(_)
+                            | Acquire::WaitAcquireFence(_)
                     ),
                     "{why}"
                 );
@@ -583,7 +663,10 @@ mod tests {
                 );
             }
         }
-        assert_eq!(count, BUFFERS.len() * 5 * 4 * 3 * 8);
+        assert_eq!(
+            count,
+            BUFFERS.len() * SYNCS.len() * SNAPSHOTS.len() * ACQUIRES.len() * PRODUCERS.len() * 8
+        );
     }
 
     fn input(buffer: Attach, sync: SyncMode, snapshot: Option<FenceState>) -> CommitInput {
@@ -591,6 +674,7 @@ mod tests {
             buffer,
             sync,
             snapshot,
+            acquire: None,
             producer: ProducerClass::Unknown,
             caps: BridgeCaps {
                 dmabuf_export: true,
@@ -650,10 +734,12 @@ mod tests {
     fn explicit_waits_publishes_and_signals_from_the_read_fence() {
         let (acquire, release) = (point(1, 7), point(1, 8));
         let mut commit = input(DMABUF, SyncMode::Explicit { acquire, release }, None);
+        assert!(needs_acquire_state(commit.buffer, &commit.sync));
+        commit.acquire = Some(AcquireState::Submitted);
         assert_eq!(
             plan_commit(&commit),
             CommitPlan {
-                acquire: Acquire::WaitAcquirePoint(acquire),
+                acquire: Acquire::WaitAcquireFence(acquire),
                 handoff: Handoff::SyncFileAndTimelinePoint,
                 publish: Publish::ImportAcquireAsWriteFence,
                 release: Release::SignalReleasePointFromReadFence(release),
@@ -664,6 +750,31 @@ mod tests {
         let plan = plan_commit(&commit);
         assert_eq!(plan.publish, Publish::Nothing);
         assert_eq!(plan.handoff, Handoff::SyncFile);
+    }
+
+    #[test]
+    fn an_acquire_point_is_planned_by_what_it_was_found_to_be() {
+        let (acquire, release) = (point(1, 7), point(1, 8));
+        let mut commit = input(DMABUF, SyncMode::Explicit { acquire, release }, None);
+        // Signalled at commit: applied at once, nothing published, no fence to hand on.
+        commit.acquire = Some(AcquireState::Signalled);
+        let plan = plan_commit(&commit);
+        assert_eq!(
+            (plan.acquire, plan.publish, plan.handoff),
+            (Acquire::Nothing, Publish::Nothing, Handoff::Nothing)
+        );
+        // Not submitted yet: the wait on the timeline fires only once the point has
+        // signalled, so there is never a running fence to publish.
+        commit.acquire = Some(AcquireState::NotSubmitted);
+        let plan = plan_commit(&commit);
+        assert_eq!(plan.acquire, Acquire::WaitAcquirePoint(acquire));
+        assert_eq!(plan.publish, Publish::Nothing);
+        assert_eq!(plan.handoff, Handoff::SyncFileAndTimelinePoint);
+        // shm: an acquire point guards nothing, so it is not even asked about.
+        assert!(!needs_acquire_state(
+            Attach::Shm(()),
+            &SyncMode::Explicit { acquire, release }
+        ));
     }
 
     #[test]

@@ -34,38 +34,34 @@ use calloop::generic::Generic;
 use calloop::{Interest, Mode, PostAction, Readiness, Token};
 use std::os::fd::AsFd;
 
-/// A Generic source that fires once: on the first readiness it leaves the poller and hands its
-/// fd-backed value to the caller. The shared core of both one-shot sources.
+/// A Generic source that fires once: on the first readiness it lends its fd-backed value to
+/// the caller and asks calloop to remove it. The shared core of both one-shot sources.
 #[derive(Debug)]
-struct OneShot<F: AsFd>(Option<Generic<F>>);
+struct OneShot<F: AsFd>(Generic<F>);
 
 impl<F: AsFd> OneShot<F> {
     fn new(file: F) -> Self {
-        OneShot(Some(Generic::new(file, Interest::READ, Mode::OneShot)))
+        OneShot(Generic::new(file, Interest::READ, Mode::OneShot))
     }
 
     /// Runs `fire` with the value if this readiness is ours, then asks calloop to remove us.
+    /// calloop deletes the fd from the poller after `fire` returns, so the wake path (a commit
+    /// applied from `fire`) does not wait for that syscall.
     fn process(
         &mut self,
         readiness: Readiness,
         token: Token,
-        fire: impl FnOnce(F),
+        fire: impl FnOnce(&F),
     ) -> std::io::Result<PostAction> {
-        let Some(generic) = self.0.as_mut() else {
-            return Ok(PostAction::Remove);
-        };
         let mut ours = false;
-        calloop::EventSource::process_events(generic, readiness, token, |_, _| {
+        calloop::EventSource::process_events(&mut self.0, readiness, token, |_, _| {
             ours = true;
             Ok(PostAction::Disable)
         })?;
         if !ours {
             return Ok(PostAction::Continue);
         }
-        // `unwrap` deletes the fd from the poller before handing it back.
-        if let Some(generic) = self.0.take() {
-            fire(generic.unwrap());
-        }
+        fire(self.0.get_ref());
         Ok(PostAction::Remove)
     }
 
@@ -74,10 +70,7 @@ impl<F: AsFd> OneShot<F> {
         poll: &mut calloop::Poll,
         tf: &mut calloop::TokenFactory,
     ) -> calloop::Result<()> {
-        match self.0.as_mut() {
-            Some(g) => calloop::EventSource::register(g, poll, tf),
-            None => Ok(()),
-        }
+        calloop::EventSource::register(&mut self.0, poll, tf)
     }
 
     fn reregister(
@@ -85,16 +78,10 @@ impl<F: AsFd> OneShot<F> {
         poll: &mut calloop::Poll,
         tf: &mut calloop::TokenFactory,
     ) -> calloop::Result<()> {
-        match self.0.as_mut() {
-            Some(g) => calloop::EventSource::reregister(g, poll, tf),
-            None => Ok(()),
-        }
+        calloop::EventSource::reregister(&mut self.0, poll, tf)
     }
 
     fn unregister(&mut self, poll: &mut calloop::Poll) -> calloop::Result<()> {
-        match self.0.as_mut() {
-            Some(g) => calloop::EventSource::unregister(g, poll),
-            None => Ok(()),
-        }
+        calloop::EventSource::unregister(&mut self.0, poll)
     }
 }

@@ -39,7 +39,7 @@ impl EventSource for SyncFileSource {
         F: FnMut(Arc<SyncFile>, &mut ()),
     {
         self.0
-            .process(readiness, token, |fence| callback(fence, &mut ()))
+            .process(readiness, token, |fence| callback(fence.clone(), &mut ()))
     }
 
     fn register(&mut self, poll: &mut Poll, tf: &mut TokenFactory) -> calloop::Result<()> {

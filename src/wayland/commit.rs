@@ -20,7 +20,7 @@ use super::report::CommitPath;
 use super::surface::{ClientPoint, QueuedCommit, ReleaseSlot, SurfaceBooks};
 use super::wait::{self, Held, WaitOn};
 use super::FenceBridgeHandler;
-use crate::bridge::plan::{self, Acquire, CommitInput, CommitPlan, Publish};
+use crate::bridge::plan::{self, Acquire, AcquireState, CommitInput, CommitPlan, Publish};
 use crate::bridge::producer_class::{ProducerClass, ProducerClassifier};
 use crate::bridge::protocol::{self, CommitSync, PendingState};
 use crate::bridge::release::ReleaseEvent;
@@ -42,7 +42,7 @@ fn attached_dmabuf(attachment: &Attach<WlBuffer>) -> Option<&Dmabuf> {
 #[derive(Debug)]
 pub(crate) struct CommitRecord {
     attachment: Attach<WlBuffer>,
-    plan: CommitPlan,
+    pub plan: CommitPlan,
     /// The fence the contents are ready at: the snapshot, or the exported acquire point
     /// (exported lazily if it had no fence at commit time).
     pub acquire_fence: Option<Arc<SyncFile>>,
@@ -52,6 +52,9 @@ pub(crate) struct CommitRecord {
     release: ReleaseSlot,
     /// The blocker holding the commit until its fence signals, if it waits.
     blocker: Option<Barrier>,
+    /// Applied by smithay, its booking deferred to the end of the wake ([`post_commit`]).
+    shown: bool,
+    /// Booked: its release decision is in the surface's books.
     applied: bool,
 }
 
@@ -78,12 +81,17 @@ impl Drop for CommitRecord {
 
 /// smithay's cached-state slot for the [`CommitRecord`] of each commit. A commit without one
 /// (nothing attached, no points) leaves the current record in place, as the buffer stays.
+/// The second field keeps the record the current one replaced until the commit is booked
+/// ([`post_commit`]): dropping a booked one closes its fence, a syscall the wake path from a
+/// fence to the compositor's commit handler should not wait for; and one applied in a wake but
+/// not booked yet is still booked from there when a later commit of the same wake replaced it.
+/// One never applied (merged away) is dropped at once: its drop discharges it.
 #[derive(Debug, Default)]
-pub(crate) struct CommitSlot(pub Option<CommitRecord>);
+pub(crate) struct CommitSlot(pub Option<CommitRecord>, Option<CommitRecord>);
 
 impl Cacheable for CommitSlot {
     fn commit(&mut self, _dh: &DisplayHandle) -> Self {
-        CommitSlot(self.0.take())
+        CommitSlot(self.0.take(), None)
     }
 
     fn merge_into(self, into: &mut Self, _dh: &DisplayHandle) {
@@ -93,7 +101,10 @@ impl Cacheable for CommitSlot {
         if record.keeps_buffer() && into.0.as_ref().is_some_and(|r| !r.applied) {
             return;
         }
-        into.0 = Some(record);
+        match into.0.replace(record) {
+            Some(replaced) if replaced.applied || replaced.shown => into.1 = Some(replaced),
+            merged_away => drop(merged_away),
+        }
     }
 }
 
@@ -202,43 +213,42 @@ pub(crate) fn pre_commit<D: FenceBridgeHandler>(
         report.note_protocol_error(format!("tolerated: {tolerated}"));
     }
 
-    let (plan, snapshot) = plan(state, surface, &mut classifier, &attachment, sync.mode);
+    // The acquire point's state, where the plan depends on it.
+    let (acquire_state, acquire_fence) = match &acquire {
+        Some(point) if plan::needs_acquire_state(attachment.kind(), &sync.mode) => {
+            find_acquire_state(point)
+        }
+        _ => (None, None),
+    };
+    let (plan, snapshot) = plan(
+        state,
+        surface,
+        &mut classifier,
+        &attachment,
+        sync.mode,
+        acquire_state,
+    );
     let mut record = CommitRecord {
         attachment,
         plan,
-        acquire_fence: None,
+        acquire_fence,
         acquire_point: acquire,
         handoff_point: None,
         release: ReleaseSlot::new(release),
         blocker: None,
+        shown: false,
         applied: false,
     };
 
-    // One query first: an acquire point that has already signalled needs neither publishing
-    // nor a wait, so that path creates no fd and no event source.
-    let acquire_ready = record
-        .acquire_point
-        .as_ref()
-        .is_some_and(|p| p.timeline.is_signalled(p.point.value).unwrap_or(false));
-
-    // Explicit -> implicit: the acquire fence onto the dma-buf, now if the client submitted
-    // its work already (it usually has), else once the point has a fence.
-    let mut publish_later = None;
-    if plan.publish == Publish::ImportAcquireAsWriteFence && !acquire_ready {
-        if let (Some(dmabuf), Some(point)) =
-            (attached_dmabuf(&record.attachment), &record.acquire_point)
-        {
-            match point.timeline.export_sync_file(point.point.value) {
-                Ok(fence) => {
-                    let planes: Vec<BorrowedFd<'_>> = dmabuf.handles().collect();
-                    if let Err(e) = dmabuf::import(&planes, &fence, Access::Write) {
-                        tracing::warn!("fencebridge: could not publish the acquire fence: {e}");
-                    }
-                    record.acquire_fence = Some(Arc::new(fence));
-                }
-                Err(crate::Error::PointNotSubmitted { .. }) => publish_later = Some(dmabuf.clone()),
-                Err(e) => tracing::warn!("fencebridge: could not export the acquire point: {e}"),
-            }
+    // Explicit -> implicit: the running acquire fence onto the dma-buf.
+    if let (Publish::ImportAcquireAsWriteFence, Some(dmabuf), Some(fence)) = (
+        plan.publish,
+        attached_dmabuf(&record.attachment),
+        &record.acquire_fence,
+    ) {
+        let planes: Vec<BorrowedFd<'_>> = dmabuf.handles().collect();
+        if let Err(e) = dmabuf::import(&planes, fence, Access::Write) {
+            tracing::warn!("fencebridge: could not publish the acquire fence: {e}");
         }
     }
 
@@ -267,19 +277,24 @@ pub(crate) fn pre_commit<D: FenceBridgeHandler>(
             }
             None => CommitPath::ImplicitUnwaited,
         },
-        Acquire::WaitAcquirePoint(_) => match record.acquire_point.clone() {
-            Some(point) if !acquire_ready => {
-                match hold_for_point(state, dh, surface, started, point, publish_later) {
-                    Held::Waiting(blocker) => {
-                        record.blocker = Some(blocker);
-                        CommitPath::ExplicitWaited
-                    }
-                    Held::Failed => CommitPath::ExplicitReady,
-                    Held::Refused => return,
+        Acquire::WaitAcquireFence(_) | Acquire::WaitAcquirePoint(_) => {
+            let on = match (plan.acquire, &record.acquire_fence, &record.acquire_point) {
+                (Acquire::WaitAcquireFence(point), Some(fence), _) => Some(WaitOn::AcquireFence {
+                    fence: fence.clone(),
+                    point: point.value,
+                }),
+                (_, _, Some(point)) => wait_on_timeline(state, point),
+                _ => None,
+            };
+            match on.map(|on| wait::hold(state, dh, surface, started, on)) {
+                Some(Held::Waiting(blocker)) => {
+                    record.blocker = Some(blocker);
+                    CommitPath::ExplicitWaited
                 }
+                Some(Held::Refused) => return,
+                Some(Held::Failed) | None => CommitPath::ExplicitReady,
             }
-            _ => CommitPath::ExplicitReady,
-        },
+        }
     };
     tracing::debug!(
         "fencebridge: {} commit: {path} (release: {:?})",
@@ -353,6 +368,7 @@ fn plan<D: FenceBridgeHandler>(
     classifier: &mut Option<ProducerClassifier>,
     attachment: &Attach<WlBuffer>,
     sync: plan::SyncMode,
+    acquire: Option<AcquireState>,
 ) -> (CommitPlan, Option<SyncFile>) {
     let bridge = state.fencebridge_state();
     let caps = bridge.bridge_caps;
@@ -384,6 +400,7 @@ fn plan<D: FenceBridgeHandler>(
         buffer,
         sync,
         snapshot: snapshot.as_ref().map(|s| s.state),
+        acquire,
         producer,
         caps,
     });
@@ -406,49 +423,97 @@ fn plan<D: FenceBridgeHandler>(
     (plan, fence)
 }
 
-/// Holds the commit until the client's acquire point signals. The caller has just found it
-/// unsignalled (one query per commit); if it signals meanwhile, the source fires at once.
-fn hold_for_point<D: FenceBridgeHandler>(
-    state: &mut D,
-    dh: &DisplayHandle,
-    surface: &WlSurface,
-    started: Instant,
-    point: ClientPoint,
-    publish: Option<Dmabuf>,
-) -> Held {
+/// What `point` is now ([`AcquireState`]): one query, and while it has not signalled, its
+/// fence exported (the kernel's answer says whether it was submitted), which the commit then
+/// waits on and publishes.
+fn find_acquire_state(point: &ClientPoint) -> (Option<AcquireState>, Option<Arc<SyncFile>>) {
+    let value = point.point.value;
+    match point.timeline.is_signalled(value) {
+        Ok(true) => return (Some(AcquireState::Signalled), None),
+        Ok(false) => {}
+        Err(e) => tracing::warn!("fencebridge: could not query {}: {e}", point.point),
+    }
+    match point.timeline.export_sync_file(value) {
+        Ok(fence) => (Some(AcquireState::Submitted), Some(Arc::new(fence))),
+        Err(crate::Error::PointNotSubmitted { .. }) => (Some(AcquireState::NotSubmitted), None),
+        Err(e) => {
+            tracing::warn!("fencebridge: could not export {}: {e}", point.point);
+            (Some(AcquireState::NotSubmitted), None)
+        }
+    }
+}
+
+/// The wait for an acquire point that has no fence yet, on its timeline: `SYNCOBJ_EVENTFD`,
+/// or the device's waiter thread (where the kernel lacks it, or the configuration asks).
+/// `None` (logged) if it cannot be set up: the commit applies at once.
+fn wait_on_timeline<D: FenceBridgeHandler>(state: &mut D, point: &ClientPoint) -> Option<WaitOn> {
     let method = state.fencebridge_state().config.point_wait;
     let value = point.point.value;
     match TimelinePointSource::new(&point.timeline, value, WaitFor::Signalled, method) {
-        Ok(source) => {
-            let on = WaitOn::AcquirePoint {
-                source,
-                timeline: point.timeline,
-                point: value,
-                publish,
-            };
-            wait::hold(state, dh, surface, started, on)
-        }
+        Ok(source) => Some(WaitOn::AcquirePoint {
+            source,
+            point: value,
+        }),
         Err(e) => {
             tracing::warn!(
                 "fencebridge: cannot wait for {}: {e}; applying at once",
                 point.point
             );
-            Held::Failed
+            None
         }
     }
 }
 
 /// The post-commit hook: the commit applied (its fence has signalled); book its release.
+/// While a fence's wake applies it, the booking waits until the compositor's commit handler has
+/// run ([`book_deferred`]), so that nothing of ours stands between the fence and the handler —
+/// unless reads were reported meanwhile or the surface already applied a commit in this wake:
+/// then what came before is booked first, in order.
 pub(crate) fn post_commit<D: FenceBridgeHandler>(
     state: &mut D,
     _dh: &DisplayHandle,
     surface: &WlSurface,
 ) {
-    // Reads reported before this commit are of the buffer it replaces.
+    let bridge = state.fencebridge_state();
+    if bridge.waking && bridge.reads.is_empty() && !bridge.unbooked.contains(surface) {
+        bridge.unbooked.push(surface.clone());
+        compositor::with_states(surface, |states| {
+            let mut slot = states.cached_state.get::<CommitSlot>();
+            if let Some(record) = slot.current().0.as_mut() {
+                record.shown = true;
+            }
+        });
+        return;
+    }
+    // Commits applied earlier in this wake, then the reads reported before this commit (of
+    // the buffer it replaces), then this commit.
     super::release::book_reads(state);
-    let due = compositor::with_states(surface, |states| {
+    book_applied(state, surface);
+}
+
+/// Books the commits applied so far in a wake (see [`post_commit`]): the wake calls it once
+/// they have reached the compositor, and whatever reads the books first calls it before.
+pub(crate) fn book_deferred<D: FenceBridgeHandler>(state: &mut D) {
+    let mut unbooked = std::mem::take(&mut state.fencebridge_state().unbooked);
+    for surface in unbooked.drain(..) {
+        book_applied(state, &surface);
+    }
+    // The list's allocation is kept for the next wake.
+    state.fencebridge_state().unbooked = unbooked;
+}
+
+/// Hands the oldest applied, unbooked commit of `surface` to its release books: the one the
+/// current commit replaced if that one was never booked (both applied in one wake), else the
+/// current one. Lets go of a replaced record that was booked.
+fn book_applied<D: FenceBridgeHandler>(state: &mut D, surface: &WlSurface) {
+    let (due, replaced) = compositor::with_states(surface, |states| {
         let mut slot = states.cached_state.get::<CommitSlot>();
-        let record = slot.current().0.as_mut().filter(|r| !r.applied)?;
+        let current = slot.current();
+        let mut replaced = current.1.take();
+        let record = match replaced.as_mut().filter(|r| r.shown && !r.applied) {
+            Some(unbooked) => unbooked,
+            None => current.0.as_mut().filter(|r| !r.applied)?,
+        };
         record.applied = true;
         let mut books = SurfaceBooks::of(states)?;
         books
@@ -458,11 +523,14 @@ pub(crate) fn post_commit<D: FenceBridgeHandler>(
             books.owe_release_point(point);
         }
         let attach = books.attach(&record.attachment);
-        Some(books.book(ReleaseEvent::Committed {
+        let due = books.book(ReleaseEvent::Committed {
             attach,
             release: record.plan.release,
-        }))
-    });
+        });
+        Some((Some(due), replaced))
+    })
+    .unwrap_or((None, None));
+    drop(replaced);
     if let Some(due) = due {
         super::release::execute(state, surface, due);
     }

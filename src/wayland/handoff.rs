@@ -11,6 +11,7 @@ use smithay::wayland::compositor::SurfaceData;
 
 use super::commit::CommitSlot;
 use super::FenceBridgeState;
+use crate::bridge::plan::Handoff;
 use crate::fence::{dmabuf, Access, SyncFile};
 use crate::timeline::Timeline;
 use crate::Result;
@@ -26,9 +27,9 @@ pub struct HandoffPoint {
 
 /// The fence the contents of a surface's current buffer were ready at: the snapshot of an
 /// implicit client's write fences, or an explicit client's acquire point as a sync_file.
-/// `None` when there is no fence to give: an implicit client's buffer had nothing pending at
-/// commit (nothing was exported), the buffer is not a dma-buf, or the export failed (logged);
-/// an explicit client's acquire point is exported even when it had already signalled. The
+/// `None` when the commit's plan hands no fence on ([`Handoff::Nothing`]: the buffer is not a
+/// dma-buf, or its fences or acquire point had signalled already at commit), or the export
+/// failed (logged); an acquire point that had no fence yet at commit is exported now. The
 /// bridge applied the commit only after this fence signalled, so a consumer that waits on it
 /// (a KMS plane's `IN_FENCE_FD`, a capture) never waits long; it is what such consumers need
 /// when they take a fence rather than trusting the order.
@@ -40,6 +41,9 @@ pub struct HandoffPoint {
 pub fn acquire_fence(states: &SurfaceData) -> Option<Arc<SyncFile>> {
     let mut slot = states.cached_state.get::<CommitSlot>();
     let record = slot.current().0.as_mut()?;
+    if record.plan.handoff == Handoff::Nothing {
+        return None;
+    }
     if record.acquire_fence.is_none() {
         // An acquire point that had no fence at commit time has one now.
         let point = record.acquire_point.as_ref()?;
@@ -53,8 +57,9 @@ pub fn acquire_fence(states: &SurfaceData) -> Option<Arc<SyncFile>> {
 
 /// [`acquire_fence`] as a point on the compositor's own timeline (created on first use), for
 /// consumers that take timeline points (Vulkan, PipeWire's explicit sync). The same point is
-/// returned for the same commit. `Ok(None)`: no acquire fence (as [`acquire_fence`]), or no
-/// syncobj device. Like [`acquire_fence`], it takes the surface's states and locks nothing of
+/// returned for the same commit. `Ok(None)`: no acquire fence (as [`acquire_fence`]), or a
+/// plan without a timeline handoff ([`Handoff::SyncFileAndTimelinePoint`]: no syncobj
+/// device). Like [`acquire_fence`], it takes the surface's states and locks nothing of
 /// smithay's.
 pub fn acquire_timeline_point(
     state: &mut FenceBridgeState,
@@ -70,6 +75,9 @@ pub fn acquire_timeline_point(
     let Some(record) = slot.current().0.as_mut() else {
         return Ok(None);
     };
+    if record.plan.handoff != Handoff::SyncFileAndTimelinePoint {
+        return Ok(None);
+    }
     if let Some(handoff) = &record.handoff_point {
         return Ok(Some(handoff.clone()));
     }

@@ -8,13 +8,14 @@
 //!   blocker until that snapshot signals. A fence added after the commit (the client's next
 //!   frame) does not delay it; nothing pending means no blocker and no event source at all.
 //! - **Explicit clients** (linux-drm-syncobj-v1): the commit is held until its acquire point
-//!   signals (`SYNCOBJ_EVENTFD`, or the device's one waiter thread where the kernel lacks it),
-//!   and the acquire fence is put on the dma-buf as a write fence, so implicit readers
-//!   (capture, a second GPU, KMS without `IN_FENCE_FD`, V4L2 encoders) wait for it too.
+//!   signals (a submitted point's exported sync_file is polled; a point with no fence yet is
+//!   waited for by `SYNCOBJ_EVENTFD`, or the device's one waiter thread where the kernel lacks
+//!   it), and a running acquire fence is put on the dma-buf as a write fence, so implicit
+//!   readers (capture, a second GPU, KMS without `IN_FENCE_FD`, V4L2 encoders) wait for it too.
 //! - **Bounded**: at most [`Config::max_pending_waits_per_client`] commits of a client wait at
 //!   once (past it the client is disconnected with a message naming the limit); commits of a
 //!   synchronised subsurface that a later one supersedes leave the books at once.
-//! - **An explicit fence for every applied commit** ([`acquire_fence`],
+//! - **An explicit fence for every applied commit that waited** ([`acquire_fence`],
 //!   [`acquire_timeline_point`]) for a KMS plane, a capture path or a Vulkan renderer.
 //! - **The renderer's read fences on the client's dma-bufs** ([`FenceBridgeState::surface_read`]):
 //!   imported onto every distinct dma-buf of the buffer read, as a read fence, so a fencing
@@ -265,6 +266,11 @@ pub struct FenceBridgeState {
     pub(crate) reads: Vec<release::QueuedRead>,
     /// Wakes the loop to book them.
     pub(crate) read_wake: Option<release::LoopWake>,
+    /// Whether a fence's wake is applying commits: their booking waits until the compositor
+    /// has them ([`commit::post_commit`]).
+    pub(crate) waking: bool,
+    /// Surfaces whose applied commits are still to be booked ([`commit::book_deferred`]).
+    pub(crate) unbooked: Vec<WlSurface>,
 }
 
 /// How many disconnected clients' reports the bridge keeps, at least.
@@ -321,6 +327,8 @@ impl FenceBridgeState {
             late_signals: release::LateSignals::new(),
             reads: Vec::new(),
             read_wake: release::LoopWake::new("reported reads (they wait for a commit)"),
+            waking: false,
+            unbooked: Vec::new(),
             caps,
         }
     }

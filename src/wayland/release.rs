@@ -105,6 +105,8 @@ pub(crate) fn wake_for_reads<D: FenceBridgeHandler>(state: &mut D) {
 /// Books the reads reported so far, in order, and does what they make due. Called outside
 /// `with_states` only (from the loop and the hooks).
 pub(crate) fn book_reads<D: FenceBridgeHandler>(state: &mut D) {
+    // A read is of the buffer applied before it: a wake's commits are booked first.
+    super::commit::book_deferred(state);
     let bridge = state.fencebridge_state();
     if bridge.reads.is_empty() {
         return;

@@ -8,9 +8,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use smithay::backend::allocator::dmabuf::Dmabuf;
 use smithay::reexports::calloop::timer::{TimeoutAction, Timer};
-use smithay::reexports::calloop::RegistrationToken;
+use smithay::reexports::calloop::{LoopHandle, RegistrationToken};
 use smithay::reexports::wayland_server::backend::protocol::ProtocolError;
 use smithay::reexports::wayland_server::protocol::wl_surface::WlSurface;
 use smithay::reexports::wayland_server::{Client, DisplayHandle, Resource};
@@ -19,21 +18,19 @@ use smithay::wayland::compositor::{self, Barrier};
 use super::report::OverdueWait;
 use super::surface::SurfaceBooks;
 use super::{FenceBridgeHandler, OverduePolicy};
-use crate::fence::{dmabuf, Access, SyncFile};
+use crate::fence::SyncFile;
 use crate::source::{SyncFileSource, TimelinePointSource};
-use crate::timeline::Timeline;
 
 /// What a held commit waits for.
 pub(crate) enum WaitOn {
     /// The snapshot of an implicit dma-buf's write fences.
     Snapshot(Arc<SyncFile>),
-    /// A client's acquire point; `publish` names the dma-buf planes to put its fence on once it
-    /// has one, when it had none yet at commit time.
+    /// A client's acquire point, already exported as a sync_file: polled like a snapshot.
+    AcquireFence { fence: Arc<SyncFile>, point: u64 },
+    /// A client's acquire point that had no fence yet, waited for on its timeline.
     AcquirePoint {
         source: TimelinePointSource,
-        timeline: Timeline,
         point: u64,
-        publish: Option<Dmabuf>,
     },
 }
 
@@ -137,31 +134,31 @@ pub(crate) fn hold<D: FenceBridgeHandler>(
     let handle = state.loop_handle();
     let id = state.fencebridge_state().next_id();
     let barrier = Barrier::new(false);
+    // What the fence's callback needs to apply the commit, taken now so that the wake path
+    // looks nothing up before it does.
+    let wake = Wake {
+        id,
+        surface: surface.clone(),
+        client: client.clone(),
+        barrier: barrier.clone(),
+        dh: dh.clone(),
+    };
     let (awaited, inserted) = match on {
         WaitOn::Snapshot(fence) => {
             let what = Awaited::Snapshot(fence.clone());
-            let (surface, dh) = (surface.clone(), dh.clone());
-            let inserted = handle.insert_source(SyncFileSource::new(fence), move |_, _, st| {
-                finish(st, &dh, &surface, id, Finish::Signalled)
-            });
-            (what, inserted.map_err(|e| e.error.to_string()))
+            (what, wait_for_fence(&handle, fence, wake))
         }
-        WaitOn::AcquirePoint {
-            source,
-            timeline,
-            point,
-            publish,
-        } => {
+        WaitOn::AcquireFence { fence, point } => (
+            Awaited::AcquirePoint(point),
+            wait_for_fence(&handle, fence, wake),
+        ),
+        WaitOn::AcquirePoint { source, point } => {
             let what = Awaited::AcquirePoint(point);
-            let (surface, dh) = (surface.clone(), dh.clone());
             let inserted = handle.insert_source(source, move |result, _, st| {
                 if let Err(e) = result {
                     tracing::warn!("fencebridge: waiting for acquire point {point} failed: {e}");
                 }
-                if let Some(dmabuf) = &publish {
-                    publish_acquire(&timeline, point, dmabuf);
-                }
-                finish(st, &dh, &surface, id, Finish::Signalled)
+                wake.finish(st)
             });
             (what, inserted.map_err(|e| e.error.to_string()))
         }
@@ -203,6 +200,17 @@ pub(crate) fn hold<D: FenceBridgeHandler>(
         })
     });
     Held::Waiting(barrier)
+}
+
+/// Inserts the source that ends a wait when `fence` signals.
+fn wait_for_fence<D: FenceBridgeHandler>(
+    handle: &LoopHandle<'static, D>,
+    fence: Arc<SyncFile>,
+    wake: Wake,
+) -> Result<RegistrationToken, String> {
+    handle
+        .insert_source(SyncFileSource::new(fence), move |_, _, st| wake.finish(st))
+        .map_err(|e| e.error.to_string())
 }
 
 /// Disconnects a client past its limit of pending waits, and blocks the commit for good (the
@@ -252,7 +260,7 @@ fn refuse<D: FenceBridgeHandler>(
 /// Lets go of the waits of `surface`'s commits that smithay merged away (a synchronised
 /// subsurface committed again before its parent did): their commit dropped its record and with
 /// it released their blocker, so only the fence source is left to remove. The deadline timer
-/// runs out by itself (see [`finish`]).
+/// runs out by itself (see [`Wake::finish`]).
 pub(crate) fn drop_merged<D: FenceBridgeHandler>(state: &mut D, surface: &WlSurface) {
     let Some(merged) = SurfaceBooks::with(surface, |books| {
         let (merged, waiting): (Vec<WaitEntry>, Vec<WaitEntry>) = std::mem::take(&mut books.waits)
@@ -269,75 +277,51 @@ pub(crate) fn drop_merged<D: FenceBridgeHandler>(state: &mut D, surface: &WlSurf
     }
 }
 
-/// Puts an acquire point's fence on the dma-buf as a write fence, so implicit readers wait for
-/// the explicit client's rendering. Returns false if the point has no fence yet.
-pub(crate) fn publish_acquire(timeline: &Timeline, point: u64, dmabuf: &Dmabuf) -> bool {
-    let fence = match timeline.export_sync_file(point) {
-        Ok(fence) => fence,
-        Err(crate::Error::PointNotSubmitted { .. }) => return false,
-        Err(e) => {
-            tracing::warn!("fencebridge: could not export acquire point {point}: {e}");
-            return true;
-        }
-    };
-    let planes: Vec<_> = dmabuf.handles().collect();
-    if let Err(e) = dmabuf::import(&planes, &fence, Access::Write) {
-        tracing::warn!("fencebridge: could not put the acquire fence on the dma-buf: {e}");
-    }
-    true
-}
-
-enum Finish {
-    Signalled,
-    GaveUp,
-}
-
-/// The wait `id` ended: release its blocker and let smithay apply what is ready.
-fn finish<D: FenceBridgeHandler>(
-    state: &mut D,
-    dh: &DisplayHandle,
-    surface: &WlSurface,
+/// How a held commit is let go of: wait `id`'s blocker on `surface`, and the client whose
+/// transaction queue smithay re-checks.
+struct Wake {
     id: u64,
-    how: Finish,
-) {
-    if !surface.is_alive() {
-        return;
+    surface: WlSurface,
+    client: Client,
+    barrier: Barrier,
+    dh: DisplayHandle,
+}
+
+impl Wake {
+    /// The wait ended: release the blocker and let smithay apply what is ready, and only then
+    /// keep the books, so that nothing but the release stands between the fence and the
+    /// compositor's commit handler. (Its fence source removes itself; its deadline timer is
+    /// left to run out, finds no wait and drops itself: removing a calloop timer scans every
+    /// pending timer, `TimerWheel::cancel` being a `retain` over the heap, which would make
+    /// each wake cost O(waits pending), while letting it expire costs a heap pop.)
+    fn finish<D: FenceBridgeHandler>(&self, state: &mut D) {
+        let ended = Instant::now();
+        self.barrier.signal();
+        state.fencebridge_state().waking = true;
+        state
+            .client_compositor_state(&self.client)
+            .blocker_cleared(state, &self.dh);
+        state.fencebridge_state().waking = false;
+        super::commit::book_deferred(state);
+        let Some(Some(entry)) = SurfaceBooks::with(&self.surface, |books| {
+            let i = books.waits.iter().position(|w| w.id == self.id)?;
+            Some(books.waits.swap_remove(i))
+        }) else {
+            return; // given up on already, or the surface is gone
+        };
+        let waited = ended - entry.started;
+        state
+            .fencebridge_state()
+            .client_books(&self.client)
+            .report
+            .waits
+            .record(waited);
+        tracing::debug!(
+            "fencebridge: {} waited {waited:.1?} for {}",
+            self.surface.id(),
+            entry.awaited.describe()
+        );
     }
-    let Some(Some(entry)) = SurfaceBooks::with(surface, |books| {
-        let i = books.waits.iter().position(|w| w.id == id)?;
-        Some(books.waits.swap_remove(i))
-    }) else {
-        return;
-    };
-    let handle = state.loop_handle();
-    match how {
-        // The fence source removes itself. The deadline timer is left to run out (its callback
-        // finds no wait and drops itself): removing a calloop timer scans every pending timer
-        // (`TimerWheel::cancel` is a `retain` over the heap), which would make each wake cost
-        // O(waits pending), while letting it expire costs a heap pop.
-        Finish::Signalled => {}
-        // The timer drops itself; the fence source is ours to remove.
-        Finish::GaveUp => handle.remove(entry.fence_source),
-    }
-    entry.barrier.signal();
-    let waited = entry.started.elapsed();
-    let Some(client) = surface.client() else {
-        return;
-    };
-    state
-        .fencebridge_state()
-        .client_books(&client)
-        .report
-        .waits
-        .record(waited);
-    tracing::debug!(
-        "fencebridge: {} waited {waited:.1?} for {}",
-        surface.id(),
-        entry.awaited.describe()
-    );
-    state
-        .client_compositor_state(&client)
-        .blocker_cleared(state, dh);
 }
 
 /// The deadline of wait `id` passed.
@@ -376,9 +360,32 @@ fn overdue<D: FenceBridgeHandler>(
     }
     state.wait_overdue(&wait);
     if policy == OverduePolicy::ShowAnyway {
-        finish(state, dh, surface, id, Finish::GaveUp);
+        give_up(state, dh, surface, id);
     }
     TimeoutAction::Drop
+}
+
+/// Applies the commit of wait `id` without its fence: the fence source is removed (the timer
+/// drops itself) and the blocker released.
+fn give_up<D: FenceBridgeHandler>(state: &mut D, dh: &DisplayHandle, surface: &WlSurface, id: u64) {
+    let Some(client) = surface.client() else {
+        return;
+    };
+    let Some(Some((fence_source, barrier))) = SurfaceBooks::with(surface, |books| {
+        let entry = books.waits.iter().find(|w| w.id == id)?;
+        Some((entry.fence_source, entry.barrier.clone()))
+    }) else {
+        return;
+    };
+    state.loop_handle().remove(fence_source);
+    Wake {
+        id,
+        surface: surface.clone(),
+        client,
+        barrier,
+        dh: dh.clone(),
+    }
+    .finish(state);
 }
 
 /// The surface died: drop its waits (their sources close their fds; a waiter thread is

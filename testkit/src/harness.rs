@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fencebridge::bridge::producer_class::BecameNonFencing;
+use fencebridge::fence::SyncFile;
 use fencebridge::producer::{Vgem, VgemBuffer};
 use fencebridge::wayland::{self, Config, FenceBridgeHandler, FenceBridgeState, OverdueWait};
 use smithay::backend::allocator::{Format, Fourcc, Modifier};
@@ -66,6 +67,9 @@ pub struct Server {
     pub overdue: Vec<OverdueWait>,
     /// Every applied commit, in order (drained by the tests that read it).
     pub log: Vec<Applied>,
+    /// Read fences the commit handler reports (`surface_read`), one per applied commit while
+    /// there are any: a compositor that renders from its commit handler.
+    pub reads_in_commit: Vec<SyncFile>,
     /// Who holds commits of dma-bufs until they are ready.
     blocking: Blocking,
     dh: DisplayHandle,
@@ -145,6 +149,9 @@ impl CompositorHandler for Server {
             *self.applied.entry(key.clone()).or_default() += 1;
             self.surfaces.insert(key.clone(), surface.clone());
             self.log.push(Applied { key, buffer, at });
+        }
+        if let Some(read) = self.reads_in_commit.pop() {
+            wayland::surface_read(self, surface, Some(read));
         }
     }
 }
@@ -492,6 +499,7 @@ impl Harness {
             non_fencing: Vec::new(),
             overdue: Vec::new(),
             log: Vec::new(),
+            reads_in_commit: Vec::new(),
             blocking,
             dh: dh.clone(),
         };

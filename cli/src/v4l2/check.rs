@@ -408,6 +408,7 @@ pub fn check_source(
             buffer: Attach::dmabuf(obs.layout[frame.index as usize].distinct_dmabufs),
             sync: SyncMode::Implicit,
             snapshot: Some(state),
+            acquire: None,
             producer: classifier.class(),
             caps,
         });

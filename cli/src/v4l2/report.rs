@@ -391,6 +391,7 @@ fn acquire_name(a: Acquire) -> &'static str {
         Acquire::Nothing => "nothing to wait for",
         Acquire::WaitSnapshot => "wait for the snapshot fence",
         Acquire::WaitAcquirePoint(_) => "wait for the acquire point",
+        Acquire::WaitAcquireFence(_) => "wait for the acquire point's fence",
         Acquire::CannotWait => "cannot wait (no EXPORT_SYNC_FILE)",
     }
 }

@@ -102,9 +102,10 @@ fn without_eventfd_the_waiter_thread_holds_the_commit() {
     let Some(mut e) = Explicit::new(&mut h, "explicit_acquire_waiter_thread") else {
         return;
     };
+    // Committed before it is submitted: a point with a fence would be waited for on that.
+    e.commit(&mut h, 0);
     let (gpu, acquire) = pending_fence(&vgem());
     e.timeline(0).import_sync_file(1, &acquire).unwrap();
-    e.commit(&mut h, 0);
     let k = key(&e.c, &e.surface);
     assert!(
         !h.run_until(&mut [&mut e.c], QUIET, applied(&k, 1)),
@@ -163,25 +164,113 @@ fn an_explicit_commit_waits_for_its_acquire_point_and_publishes_it_on_the_dmabuf
 }
 
 #[test]
-fn the_release_point_follows_the_renderers_read_fence() {
+fn a_pending_acquire_point_is_waited_for_on_its_published_fence_without_an_eventfd() {
     let mut h = Harness::default_config();
-    let Some(mut e) = Explicit::new(&mut h, "explicit_release_after_read") else {
+    let Some(mut e) = Explicit::new(&mut h, "explicit_acquire_without_eventfd") else {
         return;
     };
-    e.timeline(0).signal(1).unwrap();
+    let (gpu, acquire) = pending_fence(&vgem());
+    e.timeline(0).import_sync_file(1, &acquire).unwrap();
+    let ioctls = fencebridge::sys::ioctl_count();
+    e.commit(&mut h, 0);
+    // The query that finds the point pending, its export (transfer and sync_file) and its
+    // publishing on the dma-buf; the wait polls that sync_file, with no SYNCOBJ_EVENTFD.
+    assert_eq!(fencebridge::sys::ioctl_count() - ioctls, 4);
+    let k = key(&e.c, &e.surface);
+    assert!(
+        !h.run_until(&mut [&mut e.c], QUIET, applied(&k, 1)),
+        "applied before acquire"
+    );
+    gpu.signal().unwrap();
+    assert!(h.run_until(&mut [&mut e.c], WAKE, applied(&k, 1)));
+    assert_eq!(h.report(&e.c).commits_by(CommitPath::ExplicitWaited), 1);
+}
+
+#[test]
+fn an_acquire_point_submitted_after_the_commit_costs_no_ioctl_once_it_has_signalled() {
+    let mut h = Harness::default_config();
+    let Some(mut e) = Explicit::new(&mut h, "explicit_acquire_submitted_late") else {
+        return;
+    };
+    // The client commits before it submits: point 1 has no fence yet.
     e.commit(&mut h, 0);
     let k = key(&e.c, &e.surface);
-    assert_eq!(
-        h.applied(&e.c, &e.surface),
-        1,
-        "acquire already signalled: applied at once"
+    assert!(
+        !h.run_until(&mut [&mut e.c], QUIET, applied(&k, 1)),
+        "applied before acquire"
     );
-    assert_eq!(h.report(&e.c).commits_by(CommitPath::ExplicitReady), 1);
-    let srv = h.server_surface(&e.c, &e.surface);
+    let (gpu, acquire) = pending_fence(&vgem());
+    e.timeline(0).import_sync_file(1, &acquire).unwrap();
+    gpu.signal().unwrap();
+    let ioctls = fencebridge::sys::ioctl_count();
+    assert!(h.run_until(&mut [&mut e.c], WAKE, applied(&k, 1)));
+    // The wait fired because the point has signalled: exporting its fence and putting it on
+    // the dma-buf (three ioctls) would hand implicit readers a fence with nothing to wait for.
+    assert_eq!(fencebridge::sys::ioctl_count() - ioctls, 0);
+    assert_eq!(h.report(&e.c).commits_by(CommitPath::ExplicitWaited), 1);
+}
+
+#[test]
+fn a_read_reported_by_the_commit_handler_of_a_woken_commit_holds_its_release_point() {
+    let mut h = Harness::default_config();
+    let Some(mut e) = Explicit::new(&mut h, "explicit_read_in_commit_handler") else {
+        return;
+    };
+    let (gpu, acquire) = pending_fence(&vgem());
+    e.timeline(0).import_sync_file(1, &acquire).unwrap();
+    e.commit(&mut h, 0);
+    // The compositor renders buffer 0 from its commit handler, while the wake that applied it
+    // has not booked it yet: the read must count as buffer 0's.
     let (read, read_fence) = pending_fence(&vgem());
-    wayland::surface_read(&mut h.server, &srv, Some(read_fence));
-    e.timeline(1).signal(1).unwrap();
+    h.server.reads_in_commit.push(read_fence);
+    gpu.signal().unwrap();
+    let k = key(&e.c, &e.surface);
+    assert!(h.run_until(&mut [&mut e.c], WAKE, applied(&k, 1)));
+    assert!(h.server.reads_in_commit.is_empty(), "the handler read it");
+    replace_while_read(&mut h, &mut e, read);
+}
+
+#[test]
+fn two_commits_applied_by_one_wake_each_keep_the_read_their_handler_reported() {
+    let mut h = Harness::default_config();
+    let Some(mut e) = Explicit::new(&mut h, "explicit_two_commits_one_wake") else {
+        return;
+    };
+    let k = key(&e.c, &e.surface);
+    let (gpu0, acquire0) = pending_fence(&vgem());
+    let (gpu1, acquire1) = pending_fence(&vgem());
+    e.timeline(0).import_sync_file(1, &acquire0).unwrap();
+    e.timeline(1).import_sync_file(1, &acquire1).unwrap();
+    e.commit(&mut h, 0);
     e.commit(&mut h, 1);
+    // The second commit's fence first: it waits in smithay's queue behind the first.
+    gpu1.signal().unwrap();
+    assert!(!h.run_until(&mut [&mut e.c], QUIET, applied(&k, 1)));
+    // One wake applies both; the compositor renders each from its commit handler.
+    let (read0, read0_fence) = pending_fence(&vgem());
+    let (_read1, read1_fence) = pending_fence(&vgem());
+    h.server.reads_in_commit = vec![read1_fence, read0_fence];
+    gpu0.signal().unwrap();
+    assert!(h.run_until(&mut [&mut e.c], WAKE, applied(&k, 2)));
+    assert!(h.server.reads_in_commit.is_empty(), "the handler read both");
+    assert!(
+        !becomes_signalled(e.timeline(0), 2, QUIET),
+        "buffer 0 released while the read its commit handler reported still runs"
+    );
+    read0.signal().unwrap();
+    assert!(
+        becomes_signalled(e.timeline(0), 2, WAKE),
+        "signalled by the read fence"
+    );
+    assert!(!e.released(1), "buffer 1 is shown");
+}
+
+/// Replaces buffer 0, which `read` still reads, with buffer 1: buffer 0's release point waits
+/// for the read.
+fn replace_while_read(h: &mut Harness, e: &mut Explicit, read: VgemFence) {
+    let k = key(&e.c, &e.surface);
+    e.timeline(1).signal(1).unwrap();
+    e.commit(h, 1);
     assert!(h.run_until(&mut [&mut e.c], WAKE, applied(&k, 2)));
     assert!(
         !becomes_signalled(e.timeline(0), 2, QUIET),
@@ -192,6 +281,26 @@ fn the_release_point_follows_the_renderers_read_fence() {
         becomes_signalled(e.timeline(0), 2, WAKE),
         "signalled by the read fence"
     );
+}
+
+#[test]
+fn the_release_point_follows_the_renderers_read_fence() {
+    let mut h = Harness::default_config();
+    let Some(mut e) = Explicit::new(&mut h, "explicit_release_after_read") else {
+        return;
+    };
+    e.timeline(0).signal(1).unwrap();
+    e.commit(&mut h, 0);
+    assert_eq!(
+        h.applied(&e.c, &e.surface),
+        1,
+        "acquire already signalled: applied at once"
+    );
+    assert_eq!(h.report(&e.c).commits_by(CommitPath::ExplicitReady), 1);
+    let srv = h.server_surface(&e.c, &e.surface);
+    let (read, read_fence) = pending_fence(&vgem());
+    wayland::surface_read(&mut h.server, &srv, Some(read_fence));
+    replace_while_read(&mut h, &mut e, read);
     assert!(!e.released(1), "buffer 1 is shown");
 }
 
