@@ -4,7 +4,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use super::device::{BufferState, Device, DeviceInfo};
-use super::format::{Format, FormatDesc, FourCc, QueueKind};
+use super::format::{Format, FormatDesc, FourCc, FrameInterval, QueueKind};
 use super::m2m::{M2mReport, Source};
 use super::report::{self, Finding};
 use super::show::ShowOutcome;
@@ -25,6 +25,9 @@ pub struct CheckOptions {
     pub size: Option<(u32, u32)>,
     /// How many frames to stream and watch.
     pub frames: u32,
+    /// The frame rate to ask a capture device for (it picks its nearest): a device keeps
+    /// the rate its last client set, which may outrun a compositor.
+    pub fps: u32,
     /// How many MMAP buffers to ask for.
     pub buffers: u32,
     /// How long to wait for one frame before giving up.
@@ -43,6 +46,7 @@ impl Default for CheckOptions {
             format: None,
             size: None,
             frames: 30,
+            fps: 30,
             buffers: 4,
             frame_timeout: Duration::from_secs(5),
             import_check: true,
@@ -224,6 +228,9 @@ pub struct Report {
     pub offered: Vec<(QueueKind, Vec<FormatDesc>)>,
     /// The format streamed.
     pub format: Format,
+    /// The capture device's frame interval, as set for the check (`None`: a memory-to-memory
+    /// device, or one whose interval cannot be set).
+    pub interval: Option<FrameInterval>,
     /// The measurements.
     pub observations: Observations,
     /// The bridge's view of the frames.
@@ -451,6 +458,7 @@ pub fn check_source(
         device: device.info().clone(),
         offered,
         format,
+        interval: source.interval(),
         observations: obs,
         bridge,
         findings,
@@ -494,9 +502,10 @@ pub(super) fn choose_format(
             (queue, device.format(queue)?.fourcc)
         }
     };
-    if options.format.is_none() && options.size.is_none() {
-        return Ok((queue, device.format(queue)?));
-    }
+    // Set even when nothing was asked for: a device keeps the line length the last client set,
+    // and a driver may then report lines longer than its buffers hold (vivid after GStreamer's
+    // BGRx and a YUYV client: 2560-byte lines, 614,400-byte buffers). S_FMT with no line
+    // length makes the driver lay the current format out afresh.
     let format = device.set_format(queue, fourcc, options.size)?;
     if format.fourcc != fourcc {
         // The driver listed it but would not set it (another input, a locked standard...).
