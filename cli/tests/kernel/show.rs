@@ -21,14 +21,14 @@ fn vivid() -> (std::path::PathBuf, std::fs::File) {
     (path, file)
 }
 
-/// Sets YUYV 640×480 with `bytesperline` bytes a line (0: the driver's own) and returns the
+/// Sets YUYV at `size` with `bytesperline` bytes a line (0: the driver's own) and returns the
 /// format the next client finds (`VIDIOC_G_FMT`).
-fn set_yuyv(file: &std::fs::File, bytesperline: u32) -> sys::V4l2PixFormat {
+fn set_yuyv(file: &std::fs::File, size: (u32, u32), bytesperline: u32) -> sys::V4l2PixFormat {
     let mut f = sys::V4l2Format::new(sys::V4L2_BUF_TYPE_VIDEO_CAPTURE);
     sys::vidioc_g_fmt(file.as_fd(), &mut f).unwrap();
     let pix = f.pix_mut();
     pix.pixelformat = u32::from_le_bytes(*b"YUYV");
-    (pix.width, pix.height) = (640, 480);
+    (pix.width, pix.height) = size;
     pix.bytesperline = bytesperline;
     pix.sizeimage = 0;
     sys::vidioc_s_fmt(file.as_fd(), &mut f).unwrap();
@@ -58,7 +58,7 @@ fn assert_shown(show: &Value, client: &Value) {
 #[test]
 fn show_lays_out_afresh_a_padded_format_left_by_the_last_client() {
     let (path, file) = vivid();
-    let left = set_yuyv(&file, 2560);
+    let left = set_yuyv(&file, (640, 480), 2560);
     assert_eq!(
         left.bytesperline, 2560,
         "vivid keeps a client's line length: {left:?}"
@@ -70,10 +70,12 @@ fn show_lays_out_afresh_a_padded_format_left_by_the_last_client() {
 
 /// The fastest frame rate vivid offers, as GStreamer's v4l2src leaves it: `--show` presented its
 /// 20 frames in 216 ms, before the compositor drew one (0 shown). The checker asks for 30 fps.
+/// At 320×180, where every kernel's vivid offers more than 30 (6.1's tops out at 25 for
+/// 640×480).
 #[test]
 fn show_sets_its_frame_rate_whatever_the_last_client_left() {
     let (path, file) = vivid();
-    set_yuyv(&file, 0);
+    set_yuyv(&file, (320, 180), 0);
     let mut parm = sys::V4l2StreamParm::new(sys::V4L2_BUF_TYPE_VIDEO_CAPTURE);
     sys::vidioc_g_parm(file.as_fd(), &mut parm).unwrap();
     assert_ne!(
@@ -89,14 +91,14 @@ fn show_sets_its_frame_rate_whatever_the_last_client_left() {
     let fastest = parm.capture.timeperframe;
     assert!(
         fastest.denominator > 30 * fastest.numerator,
-        "{}: vivid's fastest rate for 640x480 YUYV is {fastest:?}",
+        "{}: vivid's fastest rate for 320x180 YUYV is {fastest:?}",
         kernel().release
     );
     drop(file);
     let (show, client) = show_v4l2(
         "show-fastest",
         Path::new(&path),
-        &["--format", "YUYV", "--size", "640x480"],
+        &["--format", "YUYV", "--size", "320x180"],
         true,
     );
     assert_shown(&show, &client);
