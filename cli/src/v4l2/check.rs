@@ -502,10 +502,9 @@ pub(super) fn choose_format(
             (queue, device.format(queue)?.fourcc)
         }
     };
-    // Set even when nothing was asked for: a device keeps the line length the last client set,
-    // and a driver may then report lines longer than its buffers hold (vivid after GStreamer's
-    // BGRx and a YUYV client: 2560-byte lines, 614,400-byte buffers). S_FMT with no line
-    // length makes the driver lay the current format out afresh.
+    if options.format.is_none() && options.size.is_none() {
+        return Ok((queue, device.format(queue)?));
+    }
     let format = device.set_format(queue, fourcc, options.size)?;
     if format.fourcc != fourcc {
         // The driver listed it but would not set it (another input, a locked standard...).
