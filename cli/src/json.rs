@@ -117,6 +117,8 @@ pub struct ReportJson<'a> {
     device: DeviceJson<'a>,
     offered: Vec<OfferedJson>,
     format: FormatJson<'a>,
+    /// The frame interval set for the check, as `[numerator, denominator]` seconds.
+    frame_interval: Option<[u32; 2]>,
     buffers: &'a [BufferLayout],
     buffer_caps: u32,
     frames: u32,
@@ -376,6 +378,7 @@ impl<'a> From<&'a Report> for ReportJson<'a> {
                 drm_fourcc: f.drm_fourcc().map(|c| c.to_string()),
                 colour_planes: f.colour_planes(),
             },
+            frame_interval: report.interval.map(|i| [i.seconds, i.per]),
             buffers: &o.layout,
             buffer_caps: o.buffer_caps,
             frames: o.frames,

@@ -60,6 +60,10 @@ enum Command {
         /// How many frames to stream and watch.
         #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..))]
         frames: u32,
+        /// The frame rate to ask a capture device for (it picks its nearest; a device keeps
+        /// the rate its last client left, which may outrun the compositor).
+        #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        fps: u32,
         /// How many MMAP buffers to allocate.
         #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(2..=32))]
         buffers: u32,
@@ -91,6 +95,7 @@ fn main() -> ExitCode {
             input,
             size,
             frames,
+            fps,
             buffers,
             json,
             show,
@@ -101,6 +106,7 @@ fn main() -> ExitCode {
                 input,
                 size,
                 frames,
+                fps,
                 buffers,
                 ..CheckOptions::default()
             };

@@ -12,6 +12,7 @@ use std::os::fd::BorrowedFd;
 use smithay::backend::allocator::dmabuf::Dmabuf;
 use smithay::backend::allocator::{Buffer as _, Format, Fourcc, Modifier};
 use smithay::reexports::wayland_server::protocol::wl_buffer::WlBuffer;
+use smithay::reexports::wayland_server::protocol::wl_shm;
 use smithay::reexports::wayland_server::protocol::wl_surface::WlSurface;
 use smithay::reexports::wayland_server::Resource;
 use smithay::wayland::dmabuf::get_dmabuf;
@@ -180,6 +181,14 @@ fn contents(buffer: &WlBuffer) -> Result<Contents, String> {
         })
     })
     .map_err(|e| e.to_string())?
+}
+
+/// The wl_shm formats the CPU renderer shows besides the two every compositor offers: YUYV,
+/// what V4L2 decoders and cameras give. A player that offers it (GStreamer's waylandsink
+/// negotiates a format it can show from memory, and a decoder's dma-bufs in it then go
+/// through linux-dmabuf) needs no colour conversion on the CPU.
+pub fn shm_formats() -> Vec<wl_shm::Format> {
+    vec![wl_shm::Format::Yuyv]
 }
 
 /// The formats the CPU renderer converts, linear only.

@@ -17,6 +17,7 @@ use smithay::reexports::wayland_protocols::wp::presentation_time::server::wp_pre
 use smithay::reexports::wayland_server::backend::{ClientId, ObjectId};
 use smithay::reexports::wayland_server::protocol::wl_buffer::WlBuffer;
 use smithay::reexports::wayland_server::protocol::wl_callback::WlCallback;
+use smithay::reexports::wayland_server::protocol::wl_shm;
 use smithay::reexports::wayland_server::protocol::wl_surface::WlSurface;
 use smithay::reexports::wayland_server::Resource;
 use smithay::utils::{Clock, Logical, Monotonic, Point};
@@ -70,6 +71,15 @@ impl Backend {
         match self {
             Backend::Headless(_) => crate::headless::dmabuf_formats(),
             Backend::Window(window) => window.dmabuf_formats(),
+        }
+    }
+
+    /// The wl_shm formats clients may use besides ARGB8888 and XRGB8888 (which every
+    /// compositor offers).
+    pub fn shm_formats(&self) -> Vec<wl_shm::Format> {
+        match self {
+            Backend::Headless(_) => crate::headless::shm_formats(),
+            Backend::Window(_) => Vec::new(),
         }
     }
 

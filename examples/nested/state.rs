@@ -109,7 +109,7 @@ impl Nested {
             loop_handle,
             compositor: CompositorState::new::<Nested>(dh),
             xdg_shell: XdgShellState::new::<Nested>(dh),
-            shm: ShmState::new::<Nested>(dh, vec![]),
+            shm: ShmState::new::<Nested>(dh, backend.shm_formats()),
             dmabuf,
             _dmabuf_global: dmabuf_global,
             _outputs: outputs,

@@ -1,4 +1,4 @@
-//! Finding vivid's nodes: the VM loads vivid with four instances (xtask/src/vm.rs), told apart
+//! Finding vivid's nodes: the VM loads vivid with five instances (xtask/src/vm.rs), told apart
 //! by bus_info (`platform:vivid-00N`), never by node number. Used by the CLI's V4L2 kernel tests
 //! and the end-to-end tests that show vivid's frames.
 

@@ -97,7 +97,7 @@ struct VmArgs {
     #[arg(long = "module", value_name = "MODULE")]
     modules: Vec<String>,
     /// Module parameters, as MODULE=PARAMS (`vivid=multiplanar=2`); repeatable. They replace
-    /// that module's defaults (vivid: four instances, see xtask/src/vm.rs).
+    /// that module's defaults (vivid: five instances, see xtask/src/vm.rs).
     #[arg(long = "param", value_name = "MODULE=PARAMS", value_parser = split_assignment)]
     params: Vec<(String, String)>,
     /// An environment variable for the program, as NAME=VALUE; repeatable.

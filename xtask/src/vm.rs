@@ -40,14 +40,17 @@ pub const DEFAULT_MODULES: [&str; 6] = [
     m2m::DRIVERS[1],
 ];
 
-/// Module parameters of every boot, unless a run replaces a module's. vivid makes four
+/// Module parameters of every boot, unless a run replaces a module's. vivid makes five
 /// instances (its parameters are per-instance arrays): instance 0 keeps vivid's defaults
 /// (single-planar, vmalloc, all node types), and 1–3 are a capture and an output node each,
-/// covering single-planar dma-contig, multi-planar vmalloc and multi-planar dma-contig. The
+/// covering single-planar dma-contig, multi-planar vmalloc and multi-planar dma-contig.
+/// Instance 4 (single-planar vmalloc, a capture node) is GStreamer's alone: a device keeps the
+/// format and frame rate its last client set, and v4l2src leaves vivid at its fastest. The
 /// V4L2 kernel tests tell them apart by bus_info (`platform:vivid-00N`).
 pub const DEFAULT_MODPARAMS: [(&str, &str); 1] = [(
     "vivid",
-    "n_devs=4 multiplanar=1,1,2,2 allocators=0,1,0,1 node_types=0xe1d3d,0x101,0x101,0x101",
+    "n_devs=5 multiplanar=1,1,2,2,1 allocators=0,1,0,1,0 \
+     node_types=0xe1d3d,0x101,0x101,0x101,0x1",
 )];
 
 /// Long enough for the whole kernel suite under emulation (about 3–4 minutes a kernel with the

@@ -123,6 +123,8 @@ pub const V4L2_BUF_FLAG_REQUEST_FD: u32 = 0x0080_0000;
 /// follows it until the decoder is restarted.
 pub const V4L2_BUF_FLAG_LAST: u32 = 0x0010_0000;
 
+/// `V4L2_CAP_TIMEPERFRAME` (in a capture queue's parameters): the frame interval can be set.
+pub const V4L2_CAP_TIMEPERFRAME: u32 = 0x1000;
 /// `V4L2_FMT_FLAG_COMPRESSED`: a coded (bitstream) format.
 pub const V4L2_FMT_FLAG_COMPRESSED: u32 = 0x0001;
 
@@ -711,6 +713,67 @@ pub struct V4l2Event {
     pub reserved: [u32; 8],
 }
 
+/// `struct v4l2_fract`: a time per frame, in seconds.
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct V4l2Fract {
+    /// Seconds, the numerator.
+    pub numerator: u32,
+    /// The denominator.
+    pub denominator: u32,
+}
+
+/// `struct v4l2_captureparm`: a capture queue's streaming parameters.
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
+pub struct V4l2CaptureParm {
+    /// `V4L2_CAP_TIMEPERFRAME` when the frame interval can be set.
+    pub capability: u32,
+    /// `V4L2_MODE_*`.
+    pub capturemode: u32,
+    /// The time between frames.
+    pub timeperframe: V4l2Fract,
+    /// Driver-specific.
+    pub extendedmode: u32,
+    /// Buffers for read().
+    pub readbuffers: u32,
+    /// Must be 0.
+    pub reserved: [u32; 4],
+}
+
+/// `struct v4l2_streamparm` for the video capture types: its union (200 bytes) holds the
+/// capture parameters, followed by the rest of the union, zero-filled.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct V4l2StreamParm {
+    /// The buffer type (a video capture type).
+    pub type_: u32,
+    /// The union's `capture` member.
+    pub capture: V4l2CaptureParm,
+    rest: [u8; 160],
+}
+
+impl V4l2StreamParm {
+    /// Zeroed parameters of queue `type_`.
+    pub const fn new(type_: u32) -> Self {
+        V4l2StreamParm {
+            type_,
+            capture: V4l2CaptureParm {
+                capability: 0,
+                capturemode: 0,
+                timeperframe: V4l2Fract {
+                    numerator: 0,
+                    denominator: 0,
+                },
+                extendedmode: 0,
+                readbuffers: 0,
+                reserved: [0; 4],
+            },
+            rest: [0; 160],
+        }
+    }
+}
+
 /// `struct v4l2_decoder_cmd`; `raw` is its union (`stop.pts`, `start.speed`/`format`).
 #[repr(C)]
 #[derive(Debug, Default, Clone, Copy)]
@@ -813,6 +876,10 @@ pub const VIDIOC_DQBUF: Opcode = opcode::read_write::<V4l2Buffer>(b'V', 17);
 pub const VIDIOC_STREAMON: Opcode = opcode::write::<i32>(b'V', 18);
 /// `VIDIOC_STREAMOFF`.
 pub const VIDIOC_STREAMOFF: Opcode = opcode::write::<i32>(b'V', 19);
+/// `VIDIOC_G_PARM`.
+pub const VIDIOC_G_PARM: Opcode = opcode::read_write::<V4l2StreamParm>(b'V', 21);
+/// `VIDIOC_S_PARM`.
+pub const VIDIOC_S_PARM: Opcode = opcode::read_write::<V4l2StreamParm>(b'V', 22);
 /// `VIDIOC_TRY_FMT`.
 pub const VIDIOC_TRY_FMT: Opcode = opcode::read_write::<V4l2Format>(b'V', 64);
 /// `VIDIOC_S_EXT_CTRLS`.
@@ -872,6 +939,32 @@ pub fn vidioc_s_fmt(video: BorrowedFd<'_>, f: &mut V4l2Format) -> Result<()> {
 /// What `vidioc_s_fmt` would set, without setting it.
 pub fn vidioc_try_fmt(video: BorrowedFd<'_>, f: &mut V4l2Format) -> Result<()> {
     format_ioctl::<{ VIDIOC_TRY_FMT }>(video, f)
+}
+
+/// The two parameter ioctls share one argument; only the video capture types reach the
+/// kernel, so its union is always the capture member (no pointers in any member).
+fn parm_ioctl<const OPCODE: Opcode>(video: BorrowedFd<'_>, p: &mut V4l2StreamParm) -> Result<()> {
+    if !matches!(
+        p.type_,
+        V4L2_BUF_TYPE_VIDEO_CAPTURE | V4L2_BUF_TYPE_VIDEO_CAPTURE_MPLANE
+    ) {
+        return Err(Errno::INVAL);
+    }
+    // SAFETY: OPCODE is VIDIOC_G_PARM or VIDIOC_S_PARM (the callers below), both
+    // _IOWR('V', n, struct v4l2_streamparm), and `p` has that layout (204 bytes, union at 4,
+    // locked by the tests); no pointers, and the kernel reads and writes only inside it.
+    unsafe { call(video, Updater::<OPCODE, _>::new(p)) }
+}
+
+/// The streaming parameters of capture queue `p.type_` (the frame interval, and whether it can
+/// be set); ENOTTY from drivers that have none.
+pub fn vidioc_g_parm(video: BorrowedFd<'_>, p: &mut V4l2StreamParm) -> Result<()> {
+    parm_ioctl::<{ VIDIOC_G_PARM }>(video, p)
+}
+
+/// Sets them (the driver picks the nearest frame interval it has and says so in `p`).
+pub fn vidioc_s_parm(video: BorrowedFd<'_>, p: &mut V4l2StreamParm) -> Result<()> {
+    parm_ioctl::<{ VIDIOC_S_PARM }>(video, p)
 }
 
 /// Allocates (or with `count` 0 frees) the queue's buffers; EBUSY when another open file owns
@@ -1072,6 +1165,8 @@ mod tests {
         assert_eq!(VIDIOC_DQBUF, 0xc058_5611);
         assert_eq!(VIDIOC_STREAMON, 0x4004_5612);
         assert_eq!(VIDIOC_STREAMOFF, 0x4004_5613);
+        assert_eq!(VIDIOC_G_PARM, 0xc0cc_5615);
+        assert_eq!(VIDIOC_S_PARM, 0xc0cc_5616);
         assert_eq!(VIDIOC_TRY_FMT, 0xc0d0_5640);
         assert_eq!(VIDIOC_ENUM_FRAMESIZES, 0xc02c_564a);
         assert_eq!(VIDIOC_DQEVENT, 0x8088_5659);
@@ -1125,6 +1220,10 @@ mod tests {
         assert_eq!(size_of::<V4l2ExtControl>(), 20);
         assert_eq!(offset_of!(V4l2ExtControl, ptr), 12);
         assert_eq!(size_of::<V4l2CtrlFwhtParams>(), 40);
+        assert_eq!(size_of::<V4l2CaptureParm>(), 40);
+        assert_eq!(offset_of!(V4l2CaptureParm, timeperframe), 8);
+        assert_eq!(size_of::<V4l2StreamParm>(), 204);
+        assert_eq!(offset_of!(V4l2StreamParm, capture), 4);
     }
 
     #[test]
@@ -1163,5 +1262,9 @@ mod tests {
             vidioc_querybuf(null.as_fd(), &mut b, &mut planes),
             Err(Errno::NOTTY)
         );
+        let mut p = V4l2StreamParm::new(V4L2_BUF_TYPE_VIDEO_OUTPUT);
+        assert_eq!(vidioc_s_parm(null.as_fd(), &mut p), Err(Errno::INVAL));
+        let mut p = V4l2StreamParm::new(V4L2_BUF_TYPE_VIDEO_CAPTURE);
+        assert_eq!(vidioc_g_parm(null.as_fd(), &mut p), Err(Errno::NOTTY));
     }
 }

@@ -4,7 +4,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use super::device::{BufferState, Device, DeviceInfo};
-use super::format::{Format, FormatDesc, FourCc, QueueKind};
+use super::format::{Format, FormatDesc, FourCc, FrameInterval, QueueKind};
 use super::m2m::{M2mReport, Source};
 use super::report::{self, Finding};
 use super::show::ShowOutcome;
@@ -26,6 +26,9 @@ pub struct CheckOptions {
     pub size: Option<(u32, u32)>,
     /// How many frames to stream and watch.
     pub frames: u32,
+    /// The frame rate to ask a capture device for (it picks its nearest): a device keeps
+    /// the rate its last client set, which may outrun a compositor.
+    pub fps: u32,
     /// How many MMAP buffers to ask for.
     pub buffers: u32,
     /// How long to wait for one frame before giving up.
@@ -44,6 +47,7 @@ impl Default for CheckOptions {
             format: None,
             size: None,
             frames: 30,
+            fps: 30,
             buffers: 4,
             frame_timeout: Duration::from_secs(5),
             import_check: true,
@@ -225,6 +229,9 @@ pub struct Report {
     pub offered: Vec<(QueueKind, Vec<FormatDesc>)>,
     /// The format streamed.
     pub format: Format,
+    /// The capture device's frame interval, as set for the check (`None`: a memory-to-memory
+    /// device, or one whose interval cannot be set).
+    pub interval: Option<FrameInterval>,
     /// The measurements.
     pub observations: Observations,
     /// The bridge's view of the frames.
@@ -451,6 +458,7 @@ pub fn check_source(
         device: device.info().clone(),
         offered,
         format,
+        interval: source.interval(),
         observations: obs,
         bridge,
         findings,

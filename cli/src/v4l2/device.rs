@@ -9,7 +9,7 @@ use rustix::event::{poll, PollFd, PollFlags, Timespec};
 use rustix::fs::{FileType, Mode, OFlags};
 use rustix::io::Errno;
 
-use super::format::{Format, FormatDesc, FourCc, FrameSize, Queue, QueueKind};
+use super::format::{Format, FormatDesc, FourCc, FrameInterval, FrameSize, Queue, QueueKind};
 use super::Error;
 use crate::mapping::Mapping;
 use crate::sys::v4l2 as sys;
@@ -324,6 +324,41 @@ impl Device {
             Ok(()) => Ok(Format::from_sys(queue.kind, &f)),
             Err(Errno::BUSY) => Err(self.busy("VIDIOC_S_FMT")),
             Err(errno) => Err(self.io("VIDIOC_S_FMT")(errno)),
+        }
+    }
+
+    /// Asks capture queue `queue` for `fps` frames a second (`VIDIOC_S_PARM`): a device keeps
+    /// the rate the last client set (GStreamer's v4l2src leaves vivid at its fastest). Returns
+    /// the frame interval the driver chose (its nearest), or `None` when it has none a client
+    /// can set.
+    pub fn set_frame_rate(
+        &self,
+        queue: QueueKind,
+        fps: u32,
+    ) -> Result<Option<FrameInterval>, Error> {
+        let mut parm = sys::V4l2StreamParm::new(queue.buf_type());
+        match sys::vidioc_g_parm(self.fd.as_fd(), &mut parm) {
+            Ok(()) => {}
+            Err(Errno::NOTTY | Errno::INVAL) => return Ok(None),
+            Err(errno) => return Err(self.io("VIDIOC_G_PARM")(errno)),
+        }
+        if parm.capture.capability & sys::V4L2_CAP_TIMEPERFRAME == 0 {
+            return Ok(None);
+        }
+        parm.capture.timeperframe = sys::V4l2Fract {
+            numerator: 1,
+            denominator: fps.max(1),
+        };
+        match sys::vidioc_s_parm(self.fd.as_fd(), &mut parm) {
+            Ok(()) => {
+                let t = parm.capture.timeperframe;
+                Ok((t.denominator != 0).then_some(FrameInterval {
+                    seconds: t.numerator,
+                    per: t.denominator,
+                }))
+            }
+            Err(Errno::BUSY) => Err(self.busy("VIDIOC_S_PARM")),
+            Err(errno) => Err(self.io("VIDIOC_S_PARM")(errno)),
         }
     }
 

@@ -137,6 +137,22 @@ pub struct FormatDesc {
     pub flags: u32,
 }
 
+/// The time between a capture device's frames: `seconds`/`per` (1/30 is 30 frames a second).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameInterval {
+    /// The numerator, in seconds.
+    pub seconds: u32,
+    /// The denominator.
+    pub per: u32,
+}
+
+impl fmt::Display for FrameInterval {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let fps = f64::from(self.per) / f64::from(self.seconds.max(1));
+        write!(f, "{}/{} s ({fps:.3} fps)", self.seconds, self.per)
+    }
+}
+
 /// One entry of `VIDIOC_ENUM_FRAMESIZES`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FrameSize {

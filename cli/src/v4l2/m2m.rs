@@ -27,7 +27,7 @@ use rustix::io::Errno;
 
 use super::check::CheckOptions;
 use super::device::{BufferState, Device};
-use super::format::{Format, FormatDesc, FourCc, Queue, QueueKind};
+use super::format::{Format, FormatDesc, FourCc, FrameInterval, Queue, QueueKind};
 use super::fwht;
 use super::request::{sysfs_media_node, MediaDevice, Request};
 use super::Error;
@@ -171,6 +171,8 @@ pub struct Source {
     device: Device,
     format: Format,
     offered: Vec<(QueueKind, Vec<FormatDesc>)>,
+    /// A capture device's frame interval, as set for the check.
+    interval: Option<FrameInterval>,
     feed: Option<RefCell<Feed>>,
 }
 
@@ -196,11 +198,13 @@ impl Source {
         let device = Device::open(path)?;
         if !device.info().m2m {
             let offered = capture_formats(&device)?;
-            let (_, format) = super::check::choose_format(&device, &offered, options)?;
+            let (queue, format) = super::check::choose_format(&device, &offered, options)?;
+            let interval = device.set_frame_rate(queue, options.fps)?;
             return Ok(Source {
                 device,
                 format,
                 offered,
+                interval,
                 feed: None,
             });
         }
@@ -230,6 +234,12 @@ impl Source {
     /// The capture format the frames come in.
     pub fn format(&self) -> &Format {
         &self.format
+    }
+
+    /// A capture device's frame interval, as set for the check (`None`: a memory-to-memory
+    /// device, or a driver whose frame interval cannot be set).
+    pub fn interval(&self) -> Option<FrameInterval> {
+        self.interval
     }
 
     /// The capture queues and what each offers.
@@ -385,6 +395,7 @@ impl Source {
             device,
             format,
             offered,
+            interval: None,
             feed: Some(RefCell::new(Feed {
                 feeder,
                 report,

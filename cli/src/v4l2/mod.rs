@@ -57,8 +57,8 @@ pub use check::{
 pub use device::{BufferState, Device, DeviceInfo, PlaneState, Streaming};
 pub use error::Error;
 pub use format::{
-    BadFourCc, ColourPlane, Format, FormatDesc, FourCc, FrameSize, MemoryPlaneFormat, Queue,
-    QueueKind,
+    BadFourCc, ColourPlane, Format, FormatDesc, FourCc, FrameInterval, FrameSize,
+    MemoryPlaneFormat, Queue, QueueKind,
 };
 pub use m2m::{Drain, M2mInfo, M2mReport, M2mRole, Source};
 pub use report::{Finding, Severity, Verdict};

@@ -497,6 +497,12 @@ impl fmt::Display for Report {
             fmt_.queue,
             planes.join(" | ")
         )?;
+        if let Some(interval) = self.interval {
+            writeln!(
+                f,
+                "rate:     one frame every {interval}, as set for the check"
+            )?;
+        }
         writeln!(
             f,
             "buffers:  {} MMAP buffers, every plane exported with VIDIOC_EXPBUF",
@@ -739,6 +745,7 @@ mod tests {
             },
             offered: vec![],
             format,
+            interval: None,
             observations,
             bridge,
             findings,

@@ -9,4 +9,5 @@ use fencebridge_testkit::support;
 
 mod m2m;
 mod probe;
+mod show;
 mod v4l2;

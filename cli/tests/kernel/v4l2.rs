@@ -1,9 +1,9 @@
 //! `fencebridge v4l2` against vivid, on every kernel of the matrix: what the kernel really does
 //! with V4L2 buffers' fences, and every bad input with its message.
 //!
-//! The VM loads vivid with four instances (xtask/src/vm.rs): 0 single-planar vmalloc (vivid's
+//! The VM loads vivid with five instances (xtask/src/vm.rs): 0 single-planar vmalloc (vivid's
 //! defaults, all node types), 1 single-planar dma-contig, 2 multi-planar vmalloc, 3 multi-planar
-//! dma-contig. They are found by bus_info, never by node number.
+//! dma-contig, 4 single-planar vmalloc for GStreamer alone. They are found by bus_info, never by node number.
 
 use std::os::fd::AsFd;
 use std::path::Path;
