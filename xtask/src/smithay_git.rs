@@ -262,8 +262,15 @@ fn manifest_copy(workspace: &Path, copy: &Path, tree: &Path) -> Result<PathBuf> 
             continue;
         }
         let link = copy.join(&name);
+        let target = workspace.join(&name);
+        // A link left by another checkout (a target directory copied from it) would build that
+        // checkout's sources.
+        if fs::symlink_metadata(&link).is_ok() && fs::read_link(&link).ok() != Some(target.clone())
+        {
+            fs::remove_file(&link)?;
+        }
         if fs::symlink_metadata(&link).is_err() {
-            symlink(workspace.join(&name), &link)?;
+            symlink(&target, &link)?;
         }
     }
     let manifest = fs::read_to_string(workspace.join("Cargo.toml"))?;
@@ -377,6 +384,22 @@ mod tests {
             outcome.to_string(),
             "not checked (../shared/smithay-git absent)"
         );
+    }
+
+    #[test]
+    fn the_manifest_copy_links_this_checkout_not_the_one_before() {
+        let root = std::env::temp_dir().join(format!("fencebridge-links-{}", std::process::id()));
+        let (before, now, copy) = (root.join("before"), root.join("now"), root.join("copy"));
+        for workspace in [&before, &now] {
+            fs::create_dir_all(workspace.join("src")).unwrap();
+            fs::write(workspace.join("Cargo.toml"), "[package]\n").unwrap();
+            fs::write(workspace.join("Cargo.lock"), "").unwrap();
+        }
+        manifest_copy(&before, &copy, Path::new("/snapshot")).unwrap();
+        manifest_copy(&now, &copy, Path::new("/snapshot")).unwrap();
+        let linked = fs::read_link(copy.join("src")).unwrap();
+        fs::remove_dir_all(&root).unwrap();
+        assert_eq!(linked, now.join("src"));
     }
 
     #[test]
