@@ -106,7 +106,13 @@ impl SoftGpu {
                     thread::sleep(min_frame);
                     let (done, result) = match work {
                         Work::Frame(job, mut canvas) => {
+                            let started = std::time::Instant::now();
                             let errors = draw(&mut canvas, &job);
+                            tracing::debug!(
+                                "nested: frame of {} layers drawn in {:?}",
+                                job.layers.len(),
+                                started.elapsed()
+                            );
                             (job.done, Some(Finished { canvas, errors }))
                         }
                         Work::Copy(copy) => {

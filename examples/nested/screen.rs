@@ -251,6 +251,7 @@ pub fn start_frame(state: &mut Nested) {
         return;
     }
     let elapsed = screen.clock.now();
+    let started = std::time::Instant::now();
     state.screen.dirty = false;
     let scene = frame_scene(state);
     crate::label::frame_reads(state, &scene.surfaces);
@@ -279,6 +280,7 @@ pub fn start_frame(state: &mut Nested) {
     for callback in drawn.iter().flat_map(take_frame_callbacks) {
         callback.done(Duration::from(elapsed).as_millis() as u32);
     }
+    tracing::debug!("nested: frame submitted in {:?}", started.elapsed());
     // Presentation feedback goes out when the frame is shown.
     let feedback = drawn.iter().flat_map(take_presentation_feedback);
     state.screen.presentation.extend(feedback);
