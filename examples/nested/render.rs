@@ -2100,7 +2100,7 @@ mod tests {
     fn scaled_draws_match_the_per_pixel_definition() {
         let (width, height) = (5u32, 3u32);
         let argb: Vec<u32> = (0..width * height)
-            .map(|i| (i * 17 % 256) << 24 | 0x0001_0203 * (i % 8))
+            .map(|i| ((i * 17 % 256) << 24) | (0x0001_0203 * (i % 8)))
             .collect();
         let data = xrgb_bytes(&argb);
         let transforms = [
