@@ -119,12 +119,17 @@ pub fn check(workspace: &Path) -> Outcome {
             // The kernel and doc tests, and the testkit they build, take `--cfg smithay_git`,
             // which every crate of a build sees (RUSTFLAGS): a target dir of their own, so the
             // library's builds keep theirs.
+            // Unoptimised: these builds only show that the code compiles against the snapshot
+            // (the doc examples run, but do no work), and the workspace's optimised dev profile
+            // is for the tests that run under emulation.
             let build_with = |target: &str, rustflags: &str, args: &[&str]| {
                 let mut command = Command::new(&cargo);
                 command
                     .current_dir(&copy)
                     .env("CARGO_TARGET_DIR", root.join(target))
                     .env("RUSTFLAGS", rustflags)
+                    .args(["--config", "profile.dev.opt-level=0"])
+                    .args(["--config", "profile.dev.package.\"*\".opt-level=0"])
                     .args(args);
                 timed(&mut command)
             };
