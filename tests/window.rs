@@ -14,8 +14,9 @@ use fencebridge_testkit::nested::{self, built, count, scratch};
 const TAG: u8 = 5;
 const RED: u32 = 0x80 | TAG as u32;
 
-#[test]
-fn a_window_shows_a_cpu_client_upright_and_releases_its_buffers() {
+/// Runs `nested --backend winit ARGS` under Xvfb with `fbclient shm` (160×120, 60 frames),
+/// and dumps the X screen with `xwd` two seconds in, while the client draws.
+fn window_with_fbclient(test: &str, args: &[&str]) -> (nested::Run, Xwd) {
     assert!(
         Command::new("sh")
             .args(["-c", "command -v xvfb-run && command -v xwd"])
@@ -23,9 +24,8 @@ fn a_window_shows_a_cpu_client_upright_and_releases_its_buffers() {
             .is_ok_and(|o| o.status.success()),
         "xvfb-run and xwd are missing: apt-get install xvfb x11-apps (cargo xtask test does it)"
     );
-    let dir = scratch("window-shm");
+    let dir = scratch(test);
     let root = dir.join("root.xwd");
-    // A screenshot of the X server while the client draws.
     let shot = dir.join("shot.sh");
     std::fs::write(
         &shot,
@@ -41,8 +41,16 @@ fn a_window_shows_a_cpu_client_upright_and_releases_its_buffers() {
         .arg(built("nested"))
         .env_remove("WAYLAND_DISPLAY");
     let clients = [fbclient, format!("sh {}", shot.display())];
-    let run = nested::run(xvfb, &dir, 60, &["--backend", "winit"], &clients);
+    let args: Vec<&str> = ["--backend", "winit"].iter().chain(args).copied().collect();
+    let run = nested::run(xvfb, &dir, 60, &args, &clients);
     assert_eq!(run.report["backend"], "winit", "{}", run.report);
+    let image = Xwd::read(&root);
+    (run, image)
+}
+
+#[test]
+fn a_window_shows_a_cpu_client_upright_and_releases_its_buffers() {
+    let (run, image) = window_with_fbclient("window-shm", &[]);
 
     // Every frame shown, right side up, and the client got its buffers back (it has two); each
     // frame's wp_presentation feedback said presented, between its commit and its arrival.
@@ -60,7 +68,6 @@ fn a_window_shows_a_cpu_client_upright_and_releases_its_buffers() {
     // What the X server shows: the client's window at the output's top left, upright. Its
     // quadrants are told apart by their colour (4 × frame + quadrant + 1) modulo 4, whatever
     // frame was on screen.
-    let image = Xwd::read(&root);
     let ours: Vec<(u32, u32)> = (0..image.height)
         .flat_map(|y| (0..image.width).map(move |x| (x, y)))
         .filter(|&(x, y)| image.pixel(x, y) >> 16 & 0xff == RED)
@@ -78,6 +85,44 @@ fn a_window_shows_a_cpu_client_upright_and_releases_its_buffers() {
         [0, 1, 2, 3],
         "the quadrants top-left, top-right, bottom-left, bottom-right"
     );
+}
+
+/// `--labels` in a window, as on the headless output: under the window its client's title,
+/// glyph for glyph where the headless backend writes it (two pixels in, four below), and the
+/// caption at the bottom of the output, composed over the frame by GL.
+#[test]
+fn a_window_labels_its_clients_as_the_headless_output_does() {
+    let (run, image) = window_with_fbclient("window-labels", &["--labels", "labelled window"]);
+    assert_eq!(run.client("fbclient")["frames_shown"], 60, "{}", run.stdout);
+    // nested's label colour; the window's own pixels are still the client's.
+    const TEXT: u32 = 0xe0_e0e0;
+    let title = "fbclient shm";
+    let (left, top) = (2, 120 + 4);
+    let mut wrong = Vec::new();
+    for (i, c) in title.chars().enumerate() {
+        let glyph = font8x8::legacy::BASIC_LEGACY[c as usize];
+        for (row, bits) in glyph.iter().enumerate() {
+            for column in 0..8 {
+                let (x, y) = (left + 8 * i as u32 + column, top + row as u32);
+                let lit = image.pixel(x, y) == TEXT;
+                if lit != (bits >> column & 1 == 1) {
+                    wrong.push((x, y));
+                }
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "the title's glyphs differ at {wrong:?}");
+    // The caption: the output is 640×480, its last line of text 12 pixels from the bottom.
+    let caption = (468..476)
+        .flat_map(|y| (0..640).map(move |x| (x, y)))
+        .filter(|&(x, y)| image.pixel(x, y) == TEXT)
+        .count();
+    assert!(caption > 100, "{caption} caption pixels");
+    let window = (0..120)
+        .flat_map(|y| (0..160).map(move |x| (x, y)))
+        .filter(|&(x, y)| image.pixel(x, y) >> 16 & 0xff == RED)
+        .count();
+    assert_eq!(window, 160 * 120, "the window's own pixels");
 }
 
 /// An X window dump (`xwd`, ZPixmap, 24 or 32 bits per pixel) as 0xRRGGBB pixels.

@@ -130,6 +130,9 @@ pub fn frame_done(state: &mut Nested, finished: Finished) {
     if let screen::Backend::Headless(headless) = &mut state.screen.backend {
         let placed = std::mem::take(&mut headless.placed);
         label::draw(state, &mut canvas, &placed);
+        if let Some(labels) = &mut state.screen.labels {
+            labels.frame_shown(&canvas);
+        }
     }
     let shown = std::mem::replace(&mut state.screen.canvas, canvas);
     let unfenced = match &mut state.screen.backend {

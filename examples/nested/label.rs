@@ -44,6 +44,8 @@ pub struct Labels {
     mid_write: HashSet<ObjectId>,
     /// Frames that showed a window mid-write, over the run.
     pub stale_frames: u64,
+    /// Whether the frame the labels were last drawn for showed one.
+    last_frame_stale: bool,
     /// Where to write the first frame that showed a window mid-write (`--png-stale`).
     first_stale_png: Option<PathBuf>,
 }
@@ -54,7 +56,21 @@ impl Labels {
             caption,
             mid_write: HashSet::new(),
             stale_frames: 0,
+            last_frame_stale: false,
             first_stale_png,
+        }
+    }
+
+    /// The whole frame the labels were last drawn for, as shown: written to `--png-stale` if
+    /// it is the first that showed a window mid-write.
+    pub fn frame_shown(&mut self, frame: &Canvas) {
+        if !self.last_frame_stale {
+            return;
+        }
+        if let Some(path) = self.first_stale_png.take() {
+            if let Err(e) = render::write_png(frame, &path) {
+                tracing::warn!("nested: {}: {e}", path.display());
+            }
         }
     }
 }
@@ -83,7 +99,8 @@ fn being_written(buffer: &WlBuffer) -> bool {
     })
 }
 
-/// Draws the labels of the windows `placed` on `canvas`, the frame that showed them.
+/// Draws the labels of the windows `placed` on `canvas`: the frame that showed them, or an
+/// overlay a GPU backend composes over it.
 pub fn draw(state: &mut Nested, canvas: &mut Canvas, placed: &[Placed]) {
     let Some(labels) = &state.screen.labels else {
         return;
@@ -116,19 +133,13 @@ pub fn draw(state: &mut Nested, canvas: &mut Canvas, placed: &[Placed]) {
         return;
     };
     labels.stale_frames += u64::from(stale);
+    labels.last_frame_stale = stale;
     let caption = format!(
         "{}   frames so far showing a window mid-write: {}",
         labels.caption, labels.stale_frames
     );
     for (i, line) in wrap(&caption, columns).iter().rev().enumerate() {
         text(canvas, 4, bottom - i as i32 * LINE, line, TEXT);
-    }
-    if stale {
-        if let Some(path) = labels.first_stale_png.take() {
-            if let Err(e) = render::write_png(canvas, &path) {
-                tracing::warn!("nested: {}: {e}", path.display());
-            }
-        }
     }
 }
 

@@ -538,7 +538,8 @@ impl Clip {
     }
 }
 
-/// The output image: XRGB8888 pixels (`0xffRRGGBB` as u32), row-major, no padding.
+/// The output image: `0xAARRGGBB` pixels (u32), row-major, no padding. Opaque (`0xff` alpha),
+/// but for an overlay ([`Canvas::overlay`]), transparent wherever nothing was drawn on it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Canvas {
     width: u32,
@@ -554,6 +555,21 @@ impl Canvas {
             height,
             pixels: vec![OPAQUE; width as usize * height as usize],
         }
+    }
+
+    /// A transparent canvas, for the compositor's own drawings (labels) that a GPU backend
+    /// composes over its frame: what is drawn on it is opaque, the rest stays transparent.
+    pub fn overlay(width: u32, height: u32) -> Self {
+        Self {
+            width,
+            height,
+            pixels: vec![0; width as usize * height as usize],
+        }
+    }
+
+    /// The pixels as ARGB8888 bytes (DRM's order: B, G, R, A), for a GPU to upload.
+    pub fn argb8888_bytes(&self) -> Vec<u8> {
+        self.pixels.iter().flat_map(|p| p.to_le_bytes()).collect()
     }
 
     pub fn width(&self) -> u32 {

@@ -255,6 +255,17 @@ pub fn start_frame(state: &mut Nested) {
     state.screen.dirty = false;
     let scene = frame_scene(state);
     crate::label::frame_reads(state, &scene.surfaces);
+    // The window backend composes the labels over its frame on the GPU; the headless one draws
+    // them on its finished frame.
+    let overlay = match &state.screen.backend {
+        Backend::Window(_) if state.screen.labels.is_some() => {
+            let canvas = &state.screen.canvas;
+            let mut overlay = Canvas::overlay(canvas.width(), canvas.height());
+            crate::label::draw(state, &mut overlay, &scene.windows());
+            Some(overlay)
+        }
+        _ => None,
+    };
     let screen = &mut state.screen;
     // A window frame that failed still answers its clients (nothing reads their buffers);
     // captures wait for the next one.
@@ -266,13 +277,21 @@ pub fn start_frame(state: &mut Nested) {
         }
         Backend::Window(window) => {
             let read_back = screen.keep_canvas || !screen.captures.is_empty();
-            window
-                .draw(&scene.toplevels, read_back.then_some(&mut screen.canvas))
+            let fence = window
+                .draw(
+                    &scene.toplevels,
+                    overlay.as_ref(),
+                    read_back.then_some(&mut screen.canvas),
+                )
                 .unwrap_or_else(|e| {
                     tracing::warn!("nested: the window's frame failed: {e}");
                     failed = true;
                     None
-                })
+                });
+            if let (Some(labels), true) = (&mut screen.labels, read_back && !failed) {
+                labels.frame_shown(&screen.canvas);
+            }
+            fence
         }
     };
     let drawn: Vec<WlSurface> = scene.surfaces.into_iter().map(|p| p.surface).collect();

@@ -16,10 +16,13 @@ use smithay::backend::allocator::dmabuf::Dmabuf;
 use smithay::backend::allocator::{Format, Fourcc};
 use smithay::backend::egl::EGLDevice;
 use smithay::backend::renderer::damage::OutputDamageTracker;
+use smithay::backend::renderer::element::memory::{
+    MemoryRenderBuffer, MemoryRenderBufferRenderElement,
+};
 use smithay::backend::renderer::element::surface::{
     render_elements_from_surface_tree, WaylandSurfaceRenderElement,
 };
-use smithay::backend::renderer::element::Kind;
+use smithay::backend::renderer::element::{render_elements, Kind};
 use smithay::backend::renderer::gles::GlesRenderer;
 use smithay::backend::renderer::sync::SyncPoint;
 use smithay::backend::renderer::{ExportMem, ImportDma, Renderer, TextureMapping};
@@ -35,6 +38,13 @@ use fencebridge::fence::SyncFile;
 use crate::render::Canvas;
 use crate::screen::{self, BACKGROUND};
 use crate::state::Nested;
+
+render_elements! {
+    /// What a window frame draws: the clients' surfaces, and the compositor's labels over them.
+    Element<=GlesRenderer>;
+    Surface=WaylandSurfaceRenderElement<GlesRenderer>,
+    Labels=MemoryRenderBufferRenderElement<GlesRenderer>,
+}
 
 /// The window, its renderer and the thread that waits for GL fences no fd can carry.
 pub struct Window {
@@ -122,12 +132,13 @@ impl Window {
             .map_err(|e| e.to_string())
     }
 
-    /// Draws the `toplevels`' surface trees at their positions and swaps; reads the frame back
-    /// into `canvas` if one is given. Returns the frame's render fence as a sync_file, if the
-    /// driver exports one.
+    /// Draws the `toplevels`' surface trees at their positions, and `overlay` (the labels) over
+    /// them, and swaps; reads the frame back into `canvas` if one is given. Returns the frame's
+    /// render fence as a sync_file, if the driver exports one.
     pub fn draw(
         &mut self,
         toplevels: &[(WlSurface, Point<i32, Logical>)],
+        overlay: Option<&Canvas>,
         canvas: Option<&mut Canvas>,
     ) -> Result<Option<SyncFile>, Error> {
         // A read-back needs every pixel of this frame drawn, not just the damage since the
@@ -137,17 +148,44 @@ impl Window {
             None => self.backend.buffer_age().unwrap_or(0),
         };
         let (renderer, mut framebuffer) = self.backend.bind()?;
-        let mut elements: Vec<WaylandSurfaceRenderElement<GlesRenderer>> = Vec::new();
-        // Front to back, as the damage tracker takes them: the last toplevel mapped on top.
-        for (surface, at) in toplevels.iter().rev() {
-            elements.extend(render_elements_from_surface_tree(
-                renderer,
-                surface,
-                at.to_physical(1),
-                1.0,
-                1.0,
-                Kind::Unspecified,
+        let mut elements: Vec<Element> = Vec::new();
+        // Front to back, as the damage tracker takes them: the labels, then the last toplevel
+        // mapped on top.
+        if let Some(overlay) = overlay {
+            let size = (overlay.width() as i32, overlay.height() as i32);
+            let buffer = MemoryRenderBuffer::from_slice(
+                &overlay.argb8888_bytes(),
+                Fourcc::Argb8888,
+                size,
+                1,
+                Transform::Normal,
+                None,
+            );
+            elements.push(Element::Labels(
+                MemoryRenderBufferRenderElement::from_buffer(
+                    renderer,
+                    (0.0, 0.0),
+                    &buffer,
+                    None,
+                    None,
+                    None,
+                    Kind::Unspecified,
+                )?,
             ));
+        }
+        for (surface, at) in toplevels.iter().rev() {
+            elements.extend(
+                render_elements_from_surface_tree::<_, WaylandSurfaceRenderElement<_>>(
+                    renderer,
+                    surface,
+                    at.to_physical(1),
+                    1.0,
+                    1.0,
+                    Kind::Unspecified,
+                )
+                .into_iter()
+                .map(Element::Surface),
+            );
         }
         let result = self.damage.render_output(
             renderer,

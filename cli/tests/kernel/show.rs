@@ -33,8 +33,7 @@ fn set_yuyv(file: &std::fs::File, size: (u32, u32)) {
 }
 
 /// What `--show` must see, whatever the device was left in: every frame presented, most of
-/// them shown (the compositor draws at 30 Hz, its GPU takes 400 ms a frame), none given back
-/// mid-read.
+/// them shown (the compositor's GPU takes 400 ms a frame), none given back mid-read.
 fn assert_shown(show: &Value, client: &Value) {
     assert_shown_without_early_release(show, client);
     let shown = show["shown"].as_u64().unwrap();

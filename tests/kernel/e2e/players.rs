@@ -168,8 +168,8 @@ fn bars(image: &(u32, u32, Vec<u8>), count: u32, eighths: u32) -> Vec<u8> {
 
 /// `gst-launch-1.0 videotestsrc num-buffers=120 ! waylandsink`, the pipeline a new user tries
 /// first: waylandsink puts the video in a subsurface, scaled with wp_viewporter, over a black
-/// toplevel, paced on frame callbacks. What it commits must be shown, and the screenshot must
-/// show the test pattern, not a black window.
+/// toplevel, paced on frame callbacks. What it commits must be shown, at least 110 of its 120
+/// frames, and the screenshot must show the test pattern, not a black window.
 #[test]
 fn e2e_gstreamer_waylandsink_shows_videotestsrc() {
     let k = kernel();
@@ -178,12 +178,11 @@ fn e2e_gstreamer_waylandsink_shows_videotestsrc() {
         "videotestsrc num-buffers=120 ! waylandsink",
     );
     let player = player(&run);
-    // The frames waylandsink never commits are GStreamer's own late drops: on the host it
-    // commits 117 of 120; under qemu's emulation (7.x) 107 to 112 alone and 98 to 109 on a
-    // loaded host, whether the output runs at 30 or 60 fps and with 2 or 10 screenshots taken
-    // meanwhile. How many it drops follows the emulation's speed, so the floor only says the
-    // video plays; the compositor is judged by showing what was committed.
-    assert_committed_frames_shown(&run, player, 30, 120);
+    // waylandsink drops a frame whose predecessor's frame callback has not come yet
+    // (GST_DEBUG=waylandsink:6 says "dropped (redraw pending)"): on a 30 Hz output, whenever
+    // its clock's phase met the 30 fps video's, it dropped every other frame (62 of 120
+    // shown); on the 60 Hz output, 2 of 120, the first ones.
+    assert_committed_frames_shown(&run, player, 110, 120);
     assert_eq!(player["exit"], "exit status: 0", "{}", run.stdout);
     assert!(
         // SMPTE's main bars are its top two thirds.
@@ -196,26 +195,21 @@ fn e2e_gstreamer_waylandsink_shows_videotestsrc() {
 /// vivid through `v4l2src` into `waylandsink`, copied (`io-mode=mmap`: GStreamer copies each
 /// frame into a wl_shm buffer) and zero-copy (`io-mode=dmabuf` with BGRx, which waylandsink
 /// also takes in system memory, so GStreamer 1.22 negotiates it and hands vivid's dma-bufs to
-/// linux-dmabuf). What was committed is shown, the screenshot shows vivid's colour bars, and
-/// the zero-copy frames reach the bridge as vivid's own buffers: non-fencing. On vivid's
-/// instance for GStreamer alone (4): v4l2src leaves it at the fastest rate it offers, and no
-/// rate is pinned here (30 fps is not among 6.1's vivid rates for 640×480: not-negotiated).
+/// linux-dmabuf), 120 frames at 25 fps (a rate every kernel's vivid offers at 640×480: 6.1's
+/// has no 30). At least 110 are shown and every one committed, the screenshot shows vivid's
+/// colour bars, and the zero-copy frames reach the bridge as vivid's own buffers:
+/// non-fencing. On vivid's instance for GStreamer alone (4), since a device keeps the format
+/// and rate its last client set.
 fn vivid(io_mode: &str) -> Run {
     let device = vivid_capture(4);
     let pipeline = format!(
-        "v4l2src device={} io-mode={io_mode} num-buffers=150 ! \
-         video/x-raw,format=BGRx,width=640,height=480 ! waylandsink",
+        "v4l2src device={} io-mode={io_mode} num-buffers=120 ! \
+         video/x-raw,format=BGRx,width=640,height=480,framerate=25/1 ! waylandsink",
         device.display()
     );
     let run = gst(&format!("gst-vivid-{io_mode}"), &pipeline);
     let player = player(&run);
-    let (committed, shown) = video_frames(player);
-    assert!(shown >= 10, "only {shown} frames shown:\n{}", run.stdout);
-    assert!(
-        shown <= committed && shown + 1 >= committed,
-        "{shown} of {committed} committed frames shown:\n{}",
-        run.stdout
-    );
+    assert_committed_frames_shown(&run, player, 110, 120);
     assert_eq!(player["exit"], "exit status: 0", "{}", run.stdout);
     // Below vivid's text overlay, which covers the top left.
     assert!(
