@@ -152,6 +152,19 @@ pub fn show(
     let mut slots = Vec::with_capacity(count as usize);
     for index in 0..count {
         let state = device.query(queue, index, memory_planes)?;
+        let lengths: Vec<u32> = state.planes.iter().map(|p| p.length).collect();
+        if let Some((plane, needs, holds)) = set.plane_past_its_buffer(&lengths) {
+            return Err(WlError::new(
+                "layout-past-the-buffer",
+                format!(
+                    "{} {}x{} at {} bytes a line: colour plane {plane} needs {needs} bytes of \
+                     each buffer, which holds {holds}; the driver's format and its buffers \
+                     disagree (choose the format with --format)",
+                    set.fourcc, set.width, set.height, set.planes[0].bytesperline
+                ),
+            )
+            .into());
+        }
         let planes = (0..state.planes.len())
             .map(|plane| device.export(queue, index, plane as u32))
             .collect::<Result<Vec<_>, _>>()?;

@@ -276,6 +276,28 @@ impl Format {
     pub fn drm_fourcc(&self) -> Option<FourCc> {
         known(self.fourcc).map(|k| k.drm)
     }
+
+    /// The first colour plane whose lines run past the end of its memory plane, when each
+    /// buffer's memory plane `i` holds `lengths[i]` bytes (`VIDIOC_QUERYBUF`): (colour plane,
+    /// bytes its lines need, bytes the memory plane holds). A driver whose format and buffers
+    /// disagree so would have a compositor read past a buffer's end (linux-dmabuf refuses
+    /// it). `None` when all fit, or for a format this crate cannot lay out.
+    pub fn plane_past_its_buffer(&self, lengths: &[u32]) -> Option<(usize, u64, u32)> {
+        let sub_v = known(self.fourcc)?.sub.1;
+        self.colour_planes()?
+            .iter()
+            .enumerate()
+            .find_map(|(i, plane)| {
+                let lines = if i == 0 {
+                    self.height
+                } else {
+                    self.height.div_ceil(sub_v)
+                };
+                let needs = u64::from(plane.offset) + u64::from(plane.stride) * u64::from(lines);
+                let holds = lengths.get(plane.memory_plane).copied().unwrap_or(0);
+                (needs > u64::from(holds)).then_some((i, needs, holds))
+            })
+    }
 }
 
 /// One colour plane of a frame, as linux-dmabuf's `zwp_linux_buffer_params_v1.add` takes it:
@@ -430,6 +452,42 @@ mod tests {
                 })
                 .collect(),
         }
+    }
+
+    #[test]
+    fn planes_past_their_buffers_are_found() {
+        let yuyv = |bytesperline| Format {
+            queue: QueueKind::SinglePlanar,
+            fourcc: FourCc(u32::from_le_bytes(*b"YUYV")),
+            width: 640,
+            height: 480,
+            field: 1,
+            planes: vec![MemoryPlaneFormat {
+                bytesperline,
+                sizeimage: 614_400,
+            }],
+        };
+        // The lines as the format says, 2560 bytes each, in buffers sized for 1280-byte lines.
+        assert_eq!(
+            yuyv(2560).plane_past_its_buffer(&[614_400]),
+            Some((0, 1_228_800, 614_400))
+        );
+        assert_eq!(yuyv(1280).plane_past_its_buffer(&[614_400]), None);
+        assert_eq!(yuyv(1280).plane_past_its_buffer(&[]), Some((0, 614_400, 0)));
+        // NV12 in one buffer: the chroma plane, half as many lines, must fit after the luma.
+        let nv12 = Format {
+            fourcc: FourCc(u32::from_le_bytes(*b"NV12")),
+            planes: vec![MemoryPlaneFormat {
+                bytesperline: 640,
+                sizeimage: 460_800,
+            }],
+            ..yuyv(640)
+        };
+        assert_eq!(nv12.plane_past_its_buffer(&[460_800]), None);
+        assert_eq!(
+            nv12.plane_past_its_buffer(&[460_799]),
+            Some((1, 460_800, 460_799))
+        );
     }
 
     #[test]
