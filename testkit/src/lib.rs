@@ -8,8 +8,10 @@
 //! - [`nested`]: running the reference compositor as a user would and reading its report (the
 //!   end-to-end kernel tests and `tests/window.rs`);
 //! - [`vivid`]: finding vivid's V4L2 nodes (the CLI's kernel tests and the end-to-end ones);
-//! - [`m2m`]: whether the run has the m2m test drivers (vicodec, vim2m), and their nodes.
+//! - [`m2m`]: whether the run has the m2m test drivers (vicodec, vim2m), and their nodes;
+//! - [`gst`]: GStreamer with only the plugins a test's pipelines use.
 
+pub mod gst;
 pub mod harness;
 pub mod m2m;
 pub mod nested;

@@ -8,10 +8,11 @@
 //! The harness says what to expect (`fencebridge_testkit::m2m::loaded`): the m2m drivers it
 //! loaded must have their devices, and a kernel without them skips, saying why.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 use crate::e2e::scratch;
+use fencebridge_testkit::gst;
 use fencebridge_testkit::m2m::{loaded, node};
 
 #[test]
@@ -37,32 +38,18 @@ fn m2m_vim2m_is_there() {
     node("vim2m", "vim2m");
 }
 
-/// GStreamer in a fresh folder, which holds its registry (it must be writable, and the host's
-/// root is not) and links to the only plugins the pipelines use: scanning all of Debian's
-/// plugins takes about 25 s under emulation, these three well under one.
+/// GStreamer in a fresh folder, with the only plugins the pipelines use
+/// ([`fencebridge_testkit::gst`]).
 struct Gst {
     dir: PathBuf,
+    env: [(&'static str, PathBuf); 2],
 }
-
-/// Debian's folder of GStreamer 1.x plugins.
-const GST_PLUGINS: &str = "/usr/lib/x86_64-linux-gnu/gstreamer-1.0";
 
 impl Gst {
     fn new(test: &str) -> Self {
         let dir = scratch(test);
-        let plugins = dir.join("plugins");
-        std::fs::create_dir(&plugins).unwrap();
-        for plugin in ["coreelements", "videotestsrc", "video4linux2"] {
-            let file = format!("libgst{plugin}.so");
-            let target = Path::new(GST_PLUGINS).join(&file);
-            assert!(
-                target.exists(),
-                "no {} (packages gstreamer1.0-plugins-base and -good)",
-                target.display()
-            );
-            std::os::unix::fs::symlink(target, plugins.join(file)).unwrap();
-        }
-        Self { dir }
+        let env = gst::environment(&dir, &["coreelements", "videotestsrc", "video4linux2"]);
+        Self { dir, env }
     }
 
     /// Runs `gst-launch-1.0 -q PIPELINE` (bounded, so that a stuck pipeline fails the test
@@ -73,8 +60,7 @@ impl Gst {
             .args(["60", "gst-launch-1.0", "-q"])
             .args(pipeline.split_whitespace())
             .current_dir(&self.dir)
-            .env("GST_REGISTRY", self.dir.join("registry.bin"))
-            .env("GST_PLUGIN_SYSTEM_PATH_1_0", self.dir.join("plugins"))
+            .envs(self.env.clone())
             .output()
             .expect("gst-launch-1.0 runs (package gstreamer1.0-tools)");
         format!(

@@ -9,35 +9,49 @@
 
 use super::{nested, read_png, scratch, script, Run};
 use crate::support::kernel;
+use fencebridge_testkit::gst;
 use fencebridge_testkit::vivid::vivid_capture;
 
-/// GStreamer's plugin registry must be writable (the guest sees the host read-only); one file
-/// for the whole boot, so only the first pipeline pays for the plugin scan.
-const GST_ENV: &str = "export GST_REGISTRY=/tmp/fencebridge-gst-registry.bin\n";
+/// The plugins the players' pipelines use (`fencebridge_testkit::gst`): sources, capsfilter,
+/// the V4L2 elements (v4l2src, vicodec's codecs) and waylandsink.
+const GST_PLUGINS: [&str; 4] = [
+    "coreelements",
+    "videotestsrc",
+    "video4linux2",
+    "waylandsink",
+];
 
 /// The compositor's background (`examples/nested/screen.rs`), where no window is.
 const BACKGROUND: [u8; 3] = [0x20, 0x24, 0x28];
 
 /// Runs `pipeline` with `gst-launch-1.0` in the compositor, with grim taking a screenshot
-/// every half second for five seconds from when it starts (GStreamer's first plugin scan in a
-/// boot takes seconds under emulation, so the player says when it starts).
+/// every half second from when it starts until it ends (at most ten; the player builds its
+/// plugin registry first, then says when it starts).
 fn gst(test: &str, pipeline: &str) -> Run {
     let dir = scratch(test);
+    let env: String = gst::environment(&dir, &GST_PLUGINS)
+        .iter()
+        .map(|(name, value)| format!("export {name}={}\n", value.display()))
+        .collect();
     let player = script(
         &dir,
         "player.sh",
         // exec: the client the compositor reports is the player itself.
         &format!(
-            "{GST_ENV}gst-inspect-1.0 waylandsink > /dev/null 2>&1\n\
+            "{env}gst-inspect-1.0 waylandsink > /dev/null 2>&1\n\
              touch playing\n\
              exec gst-launch-1.0 {pipeline}\n"
         ),
     );
+    // Screenshots while the player plays, and no longer: the run ends with its clients.
     let grim = script(
         &dir,
         "grim.sh",
         "while [ ! -e playing ]; do sleep 0.1; done\n\
-         for n in 1 2 3 4 5 6 7 8 9 10; do sleep 0.5; grim playing-$n.png; done\n",
+         n=0\n\
+         while [ $n -lt 10 ] && pgrep -x gst-launch-1.0 > /dev/null; do\n\
+         sleep 0.5; n=$((n + 1)); grim playing-$n.png\n\
+         done\n",
     );
     nested(&dir, 90, &[], &[player, grim])
 }
