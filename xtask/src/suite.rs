@@ -37,6 +37,7 @@ pub struct Options {
 
 /// Runs the suite and prints the summary; false if anything failed or did not run.
 pub fn run(workspace: &Path, options: &Options) -> Result<bool> {
+    let started = Instant::now();
     let suites = if options.vm {
         kernels::select(&options.kernels)?
     } else {
@@ -86,7 +87,7 @@ pub fn run(workspace: &Path, options: &Options) -> Result<bool> {
     if !kernels.is_empty() {
         report.kernels = vm_tests(&cargo, workspace, kernels);
     }
-    report.print();
+    report.print(started.elapsed());
     Ok(report.success())
 }
 
@@ -514,7 +515,8 @@ impl Report {
         self.total().failed == 0
     }
 
-    fn print(&self) {
+    /// The summary, the run's time (`took`) on the last line with the total.
+    fn print(&self, took: std::time::Duration) {
         println!();
         for (label, run) in &self.kernels {
             if let Verdict::Ran { skips, .. } = &run.verdict {
@@ -535,13 +537,30 @@ impl Report {
         if let Some(outcome) = &self.smithay_git {
             println!("smithay development branch: {outcome}");
         }
-        println!("total: {}", self.total());
+        println!("total: {} in {}", self.total(), minutes_and_seconds(took));
+    }
+}
+
+/// `12 min 51 s`, or `41 s` under a minute.
+fn minutes_and_seconds(took: std::time::Duration) -> String {
+    let seconds = took.as_secs();
+    match seconds / 60 {
+        0 => format!("{seconds} s"),
+        minutes => format!("{minutes} min {} s", seconds % 60),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_time_reads_in_minutes_and_seconds() {
+        let secs = std::time::Duration::from_secs;
+        assert_eq!(minutes_and_seconds(secs(771)), "12 min 51 s");
+        assert_eq!(minutes_and_seconds(secs(41)), "41 s");
+        assert_eq!(minutes_and_seconds(secs(120)), "2 min 0 s");
+    }
 
     fn counts(passed: u64, failed: u64, skipped: u64) -> Counts {
         Counts {
