@@ -145,7 +145,7 @@ pub fn frame_done(state: &mut Nested, finished: Finished) {
     screen::reads_done(state, &unfenced);
     screen::frame_shown(state);
     if state.screen.owed {
-        screen::schedule_frame(state);
+        screen::start_frame(state);
     }
 }
 

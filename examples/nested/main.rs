@@ -249,7 +249,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .handle()
         .insert_source(Timer::from_duration(frame), move |deadline, _, state| {
             let run = &mut *timer_run.borrow_mut();
-            screen::schedule_frame(state);
+            screen::start_frame(state);
             let late = run
                 .deadline
                 .is_some_and(|deadline| Instant::now() >= deadline);

@@ -122,9 +122,6 @@ pub struct Screen {
     pub dirty: bool,
     /// A frame was due while the GPU was busy: start it when the GPU is done.
     pub owed: bool,
-    /// A frame start is queued for when the loop has dispatched what is ready
-    /// ([`schedule_frame`]).
-    frame_scheduled: bool,
     /// Frames shown.
     pub frames: u64,
     /// Screen captures waiting for the next frame.
@@ -157,7 +154,6 @@ impl Screen {
             labels: None,
             dirty: true,
             owed: false,
-            frame_scheduled: false,
             frames: 0,
             captures: Vec::new(),
             shown: HashMap::new(),
@@ -233,23 +229,6 @@ pub struct SurfaceCounts {
 fn output_size(output: &Output) -> (u32, u32) {
     let size = output.current_mode().map(|m| m.size).unwrap_or_default();
     (size.w.max(1) as u32, size.h.max(1) as u32)
-}
-
-/// Starts a frame (see [`start_frame`]) once the loop has dispatched every event that is ready
-/// now. The last frame's read fence signalled before its end reached the loop, so the releases
-/// fencebridge sends for it go out before this frame's callbacks: a client with two buffers
-/// that draws on each callback finds one free, as a compositor that copies wl_shm at once lets
-/// it (weston-simple-shm aborts otherwise: "Both buffers busy at redraw(). Server bug?", seen
-/// once in about a dozen runs of its test at 60 Hz, when the GPU's finished frame started the
-/// next one before the release was dispatched).
-pub fn schedule_frame(state: &mut Nested) {
-    if std::mem::replace(&mut state.screen.frame_scheduled, true) {
-        return;
-    }
-    state.loop_handle.insert_idle(|state| {
-        state.screen.frame_scheduled = false;
-        start_frame(state);
-    });
 }
 
 /// Starts a frame if something changed (or a capture waits) and the backend can take one.
