@@ -288,8 +288,11 @@ pub fn start_frame(state: &mut Nested) {
                     failed = true;
                     None
                 });
-            if let (Some(labels), true) = (&mut screen.labels, read_back && !failed) {
-                labels.frame_shown(&screen.canvas);
+            // The frame as read back is the one the labels were drawn for.
+            if read_back && !failed {
+                if let Some(labels) = &mut screen.labels {
+                    labels.frame_shown(&screen.canvas);
+                }
             }
             fence
         }
