@@ -322,9 +322,7 @@ impl<X: 'static> Client<X> {
     /// Waits until the compositor has handled every request so far, then fails if it refused
     /// a linux-dmabuf buffer.
     pub fn check_buffers(&mut self) -> Result<(), WlError> {
-        self.queue
-            .roundtrip(&mut self.state)
-            .map_err(|e| self.dispatch_error(e.to_string()))?;
+        self.roundtrip()?;
         match self.state.buffers_failed {
             0 => Ok(()),
             n => Err(WlError::new(
@@ -332,6 +330,15 @@ impl<X: 'static> Client<X> {
                 format!("the compositor refused {n} linux-dmabuf buffer(s) (params.failed)"),
             )),
         }
+    }
+
+    /// Waits until the compositor has handled every request so far (and dispatches what it
+    /// sent before its answer).
+    pub fn roundtrip(&mut self) -> Result<(), WlError> {
+        self.queue
+            .roundtrip(&mut self.state)
+            .map_err(|e| self.dispatch_error(e.to_string()))
+            .map(|_| ())
     }
 
     /// Requests a frame callback on `surface`, recorded as `frame` when done.

@@ -21,11 +21,17 @@
 //!     (release_early), signalled within 2 s of the next commit's frame callback
 //!     (release_late).
 //!     -> fbclient explicit: frames=N stale=S release_early=E release_late=L max_frame_ms=M
-//! fbclient shm [--frames N=20] [--interval-ms I=0] [--tag T=0] [--size WxH=128x128]
+//! fbclient shm [--frames N=20] [--interval-ms I=0] [--paced] [--tag T=0] [--size WxH=128x128]
 //!     A CPU client (wl_shm, no kernel device needed): each frame a picture of four colours in
 //!     its quadrants, written into a released buffer (two buffers), committed, captured after
 //!     its frame callback and found on the output: right, upside down, or not shown (stale).
-//!     -> fbclient shm: frames=N stale=S upside_down=U presented=P max_frame_ms=M
+//!     replaced_busy: commits after which the buffer they replaced, which the compositor had
+//!     drawn (copied), was still not released once it answered a roundtrip; a two-buffer
+//!     client that draws on its frame callback (weston-simple-shm) can then find both busy.
+//!     --paced: as weston-simple-shm, each frame is written and committed as soon as the last
+//!     one's frame callback comes; only the last is captured and judged, so frames=1.
+//!     -> fbclient shm: frames=N stale=S upside_down=U presented=P replaced_busy=B
+//!        max_frame_ms=M
 //! fbclient capture [--frames N=20] [--tag T=0] [--size WxH=128x128]
 //!     A screencast consumer: each frame (a colour) is committed, and after its frame
 //!     callback the output is captured into a vgem dma-buf (wlr-screencopy v3's linux_dmabuf
@@ -142,6 +148,10 @@ enum Mode {
         /// The pause after each frame, in ms.
         #[arg(long, default_value_t = 0)]
         interval_ms: u64,
+        /// As weston-simple-shm: each frame committed as soon as the last one's frame callback
+        /// comes, nothing in between; only the last frame is captured and judged.
+        #[arg(long)]
+        paced: bool,
     },
     /// A screencast consumer: captures into dma-bufs, waits for their fences, reads.
     Capture {
@@ -235,6 +245,11 @@ impl FrameStats {
         self.max_frame = self.max_frame.max(time);
     }
 
+    /// A frame's time from commit to frame callback, for a frame not judged.
+    pub fn time(&mut self, time: Duration) {
+        self.max_frame = self.max_frame.max(time);
+    }
+
     /// `frames=N stale=S`.
     pub fn counts(&self) -> String {
         format!("frames={} stale={}", self.frames, self.stale)
@@ -277,9 +292,10 @@ fn main() -> ExitCode {
             common,
             frames,
             interval_ms,
+            paced,
         } => (
             "shm",
-            shm::run(common, *frames, Duration::from_millis(*interval_ms)),
+            shm::run(common, *frames, Duration::from_millis(*interval_ms), *paced),
         ),
         Mode::Capture { common, frames } => ("capture", screencast::run(common, *frames)),
         Mode::VideoOverUi {

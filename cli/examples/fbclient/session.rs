@@ -95,22 +95,33 @@ impl<B: Attachable> Session<B> {
         Ok(Instant::now())
     }
 
+    /// Whether buffer `index` has been released by what was dispatched so far.
+    pub fn is_released(&mut self, index: usize) -> bool {
+        self.take_releases();
+        self.released[index]
+    }
+
+    /// Marks the buffers the dispatched `wl_buffer.release`s gave back. Releases of buffers
+    /// this session did not make (another surface's) stay queued.
+    fn take_releases(&mut self) {
+        let released = &mut self.released;
+        self.client
+            .state
+            .released
+            .retain(|&i| match released.get_mut(i) {
+                Some(r) => {
+                    *r = true;
+                    false
+                }
+                None => true,
+            });
+    }
+
     /// A buffer the compositor has released, dispatching until one is (or `timeout`).
     pub fn released_buffer(&mut self, timeout: Duration) -> Result<usize, WlError> {
         let deadline = Instant::now() + timeout;
         loop {
-            // Releases of buffers this session did not make (another surface's) stay queued.
-            let released = &mut self.released;
-            self.client
-                .state
-                .released
-                .retain(|&i| match released.get_mut(i) {
-                    Some(r) => {
-                        *r = true;
-                        false
-                    }
-                    None => true,
-                });
+            self.take_releases();
             if let Some(i) = self.released.iter().position(|&r| r) {
                 return Ok(i);
             }

@@ -133,17 +133,26 @@ fn judge(image: &Image, picture: &[u32], (width, height): (u32, u32)) -> Shown {
     }
 }
 
-/// Runs `frames` frames, `interval` apart.
-pub fn run(common: &Common, frames: u32, interval: Duration) -> Result<String, WlError> {
+/// Runs `frames` frames, `interval` apart; `paced`: each written and committed as soon as the
+/// last one's frame callback comes, and only the last one captured and judged.
+pub fn run(
+    common: &Common,
+    frames: u32,
+    interval: Duration,
+    paced: bool,
+) -> Result<String, WlError> {
     let size = common.size;
     let mut session = Session::with_buffers("fbclient shm", BUFFERS, |client, i| {
         ShmBuffer::new(client, size, i)
     })?;
     let mut stats = FrameStats::default();
     let mut upside_down = 0;
-    // Every frame asks for its presentation feedback, as a player pacing itself does.
-    let feedback = presentation::bind(&mut session.client);
+    // Every frame asks for its presentation feedback, as a player pacing itself does (not
+    // when paced: its feedback comes when the frame is on screen, after the next commit).
+    let feedback = presentation::bind(&mut session.client).filter(|_| !paced);
     let mut presented = 0;
+    let mut replaced_busy = 0;
+    let mut shown_buffer = None;
     for k in 0..frames {
         let index = session.released_buffer(ANSWER_TIMEOUT)?;
         let picture = picture(common.tag, k, size);
@@ -153,7 +162,20 @@ pub fn run(common: &Common, frames: u32, interval: Duration) -> Result<String, W
             presentation::request(&session.client, feedback, &session.window.surface, k);
         }
         let committed = session.commit(index, k)?;
+        // The buffer this commit replaced was drawn by the frame whose callback came: a
+        // compositor that copies wl_shm (every renderer uploads it) has its copy, and gives
+        // it back with the commit that replaces it. A client with two buffers, such as
+        // weston-simple-shm, draws its next frame as soon as this one's callback comes and
+        // finds both busy if it has not.
+        if let Some(replaced) = shown_buffer.replace(index) {
+            session.client.roundtrip()?;
+            replaced_busy += u32::from(!session.is_released(replaced));
+        }
         let shown = session.frame_done(k, ANSWER_TIMEOUT)?;
+        if paced && k + 1 < frames {
+            stats.time(shown - committed);
+            continue;
+        }
         let verdict = judge(&session.capture()?, &picture, size);
         upside_down += u32::from(verdict == Shown::UpsideDown);
         stats.frame(shown - committed, verdict == Shown::Right);
@@ -167,7 +189,8 @@ pub fn run(common: &Common, frames: u32, interval: Duration) -> Result<String, W
         None => "-".to_owned(),
     };
     Ok(format!(
-        "fbclient shm: {} upside_down={upside_down} presented={presented} max_frame_ms={}",
+        "fbclient shm: {} upside_down={upside_down} presented={presented} \
+         replaced_busy={replaced_busy} max_frame_ms={}",
         stats.counts(),
         stats.max_frame_ms()
     ))
