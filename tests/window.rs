@@ -52,12 +52,20 @@ fn window_with_fbclient(test: &str, args: &[&str]) -> (nested::Run, Xwd) {
 fn a_window_shows_a_cpu_client_upright_and_releases_its_buffers() {
     let (run, image) = window_with_fbclient("window-shm", &[]);
 
-    // Every frame shown, right side up, and the client got its buffers back (it has two); each
-    // frame's wp_presentation feedback said presented, between its commit and its arrival.
+    // Every frame shown, right side up, and the client got its buffers back (it has two), each
+    // with the commit that replaced it (GLES copied it); each frame's wp_presentation feedback
+    // said presented, between its commit and its arrival.
     let result = run.fbclient("shm");
     assert_eq!(
-        ["frames", "stale", "upside_down", "presented"].map(|key| count(&result, key)),
-        [60, 0, 0, 60],
+        [
+            "frames",
+            "stale",
+            "upside_down",
+            "presented",
+            "replaced_busy"
+        ]
+        .map(|key| count(&result, key)),
+        [60, 0, 0, 60, 0],
         "{result:?}"
     );
     let client = run.client("fbclient");
