@@ -5,7 +5,10 @@
 //! 10,000.
 //!
 //! The set is a map of entries, each holding its [`Timeline`] (so a handle stays valid while its
-//! entry exists) and a callback the thread calls once, outside the lock. Whoever changes the set
+//! entry exists) and a callback the thread calls once, outside the lock. The thread waits on a
+//! snapshot of its own, which it brings up to date from the changes made since it last looked:
+//! the lock is held for those changes, never for the whole set, so a compositor adding a wait
+//! does not stall while the thread rebuilds a 10,000-point snapshot. Whoever changes the set
 //! while the thread waits on an older snapshot of it signals the wake point the thread waits
 //! for, once per snapshot: a burst of new waits costs one wake. Nothing is dropped under the
 //! lock (dropping a timeline may destroy a handle, or drop the device, which stops its waiters).
@@ -46,6 +49,10 @@ struct Entry {
 #[derive(Default)]
 struct WaitSet {
     entries: HashMap<u64, Entry>,
+    /// Entries added since the thread last looked: id, handle, point.
+    added: Vec<(u64, SyncobjHandle, u64)>,
+    /// Entries their watch removed since the thread last looked.
+    removed: Vec<u64>,
     next_id: u64,
     /// Whether the thread is waiting on a snapshot of `entries` (or about to): a change must
     /// then signal `wake_point`.
@@ -80,6 +87,7 @@ impl Drop for PointWatch {
             let mut set = self.waiter.lock();
             let removed = set.entries.remove(&self.id);
             if removed.is_some() {
+                set.removed.push(self.id);
                 self.waiter.changed(&mut set);
             }
             removed
@@ -138,6 +146,7 @@ impl Waiter {
                 notify,
             },
         );
+        set.added.push((id, timeline.syncobj().handle(), point));
         self.changed(&mut set);
         PointWatch {
             waiter: self.clone(),
@@ -170,44 +179,57 @@ impl Waiter {
     }
 
     fn run(self: Arc<Self>) {
-        let (mut handles, mut points, mut ids) = (Vec::new(), Vec::new(), Vec::new());
+        let mut snapshot = Snapshot::new(self.wake);
+        // The change lists are swapped with these, so neither side allocates once warm.
+        let (mut added, mut removed) = (Vec::new(), Vec::new());
         loop {
             let changes = {
                 let mut set = self.lock();
                 if set.shutdown {
                     break;
                 }
-                handles.clear();
-                points.clear();
-                ids.clear();
-                handles.push(self.wake);
-                points.push(set.wake_point);
-                for (id, entry) in &set.entries {
-                    ids.push(*id);
-                    handles.push(entry.timeline.syncobj().handle());
-                    points.push(entry.point);
-                }
+                snapshot.points[0] = set.wake_point;
                 set.armed = true;
+                std::mem::swap(&mut set.added, &mut added);
+                std::mem::swap(&mut set.removed, &mut removed);
                 set.changes
             };
+            // Added before removed: an entry may come and go between two looks.
+            for (id, handle, point) in added.drain(..) {
+                snapshot.add(id, handle, point);
+            }
+            for id in removed.drain(..) {
+                snapshot.remove(id);
+            }
             // The handles stay valid: an entry holds its timeline, and one removed since the
-            // snapshot fails the wait (ENOENT) or names another syncobj, whose wake-up maps to
-            // no entry; either way the thread looks again.
-            let woke = wait_any(&self.node, &handles, &points, self.wait_for, i64::MAX);
+            // thread looked fails the wait (ENOENT) or names another syncobj, whose wake-up
+            // maps to no entry; either way the thread looks again.
+            let woke = wait_any(
+                &self.node,
+                &snapshot.handles,
+                &snapshot.points,
+                self.wait_for,
+                i64::MAX,
+            );
+            let ready = match woke {
+                Ok(i) if i > 0 => self.ready(&snapshot, snapshot.ids[i - 1]),
+                _ => Vec::new(),
+            };
             let (fired, failed) = {
                 let mut set = self.lock();
                 set.armed = false;
                 match woke {
-                    Ok(0) => (Vec::new(), Vec::new()), // the set changed
-                    Ok(i) => (self.ready(&mut set, ids[i - 1]), Vec::new()),
-                    Err(Errno::INTR | Errno::AGAIN) => (Vec::new(), Vec::new()),
+                    Ok(0) | Err(Errno::INTR | Errno::AGAIN) => (Vec::new(), Vec::new()),
+                    Ok(_) => (take(&mut set, ready), Vec::new()),
                     Err(errno) => self.sift(&mut set, errno, changes),
                 }
             };
-            for entry in fired {
+            for (id, entry) in fired {
+                snapshot.remove(id);
                 (entry.notify)(Ok(()));
             }
-            for (entry, errno) in failed {
+            for ((id, entry), errno) in failed {
+                snapshot.remove(id);
                 (entry.notify)(Err(Error::io("DRM_IOCTL_SYNCOBJ_TIMELINE_WAIT")(errno)));
             }
         }
@@ -216,27 +238,30 @@ impl Waiter {
         }
     }
 
-    /// Entry `first` is ready: takes it, and every other entry that has signalled too (one
-    /// query for the whole set), so a burst of signals costs one wake.
-    fn ready(&self, set: &mut WaitSet, first: u64) -> Vec<Entry> {
-        let mut fired: Vec<Entry> = set.entries.remove(&first).into_iter().collect();
-        if self.wait_for != WaitFor::Signalled || set.entries.is_empty() {
-            return fired;
+    /// Entry `first` is ready: it, and every other entry of the snapshot that has signalled
+    /// too (one query for the whole snapshot, without the lock), so a burst of signals costs
+    /// one wake. An entry removed meanwhile may name a handle destroyed or reused: the query
+    /// then fails, or its answer is dropped with the entry ([`take`] keeps only live entries,
+    /// whose handles stayed valid all along).
+    fn ready(&self, snapshot: &Snapshot, first: u64) -> Vec<u64> {
+        let mut ready = vec![first];
+        let others = &snapshot.handles[1..];
+        if self.wait_for != WaitFor::Signalled || others.len() < 2 {
+            return ready;
         }
-        let (ids, handles): (Vec<u64>, Vec<SyncobjHandle>) = set
-            .entries
-            .iter()
-            .map(|(id, e)| (*id, e.timeline.syncobj().handle()))
-            .unzip();
-        let mut values = vec![0; handles.len()];
-        if sys_drm::syncobj_timeline_query(self.node.as_fd(), &handles, &mut values).is_ok() {
-            for (id, value) in ids.iter().zip(values) {
-                if set.entries.get(id).is_some_and(|e| value >= e.point) {
-                    fired.extend(set.entries.remove(id));
-                }
-            }
+        let mut values = vec![0; others.len()];
+        if sys_drm::syncobj_timeline_query(self.node.as_fd(), others, &mut values).is_ok() {
+            let points = &snapshot.points[1..];
+            ready.extend(
+                snapshot
+                    .ids
+                    .iter()
+                    .zip(points.iter().zip(values))
+                    .filter(|&(&id, (&point, value))| id != first && value >= point)
+                    .map(|(&id, _)| id),
+            );
         }
-        fired
+        ready
     }
 
     /// The wait failed with `errno`: finds the entries it is about by waiting for each alone
@@ -248,7 +273,7 @@ impl Waiter {
         set: &mut WaitSet,
         errno: Errno,
         changes: u64,
-    ) -> (Vec<Entry>, Vec<(Entry, Errno)>) {
+    ) -> (Vec<Taken>, Vec<(Taken, Errno)>) {
         let (mut ready, mut broken) = (Vec::new(), Vec::new());
         for (id, entry) in &set.entries {
             let handle = [entry.timeline.syncobj().handle()];
@@ -262,15 +287,63 @@ impl Waiter {
             tracing::error!("fencebridge: the waiter thread's wait failed: {errno}");
             broken = set.entries.keys().map(|id| (*id, errno)).collect();
         }
-        let fired = ready
-            .into_iter()
-            .filter_map(|id| set.entries.remove(&id))
-            .collect();
         let failed = broken
             .into_iter()
-            .filter_map(|(id, e)| set.entries.remove(&id).map(|entry| (entry, e)))
+            .filter_map(|(id, e)| set.entries.remove(&id).map(|entry| ((id, entry), e)))
             .collect();
-        (fired, failed)
+        (take(set, ready), failed)
+    }
+}
+
+/// An entry taken out of the set, with its id (the thread's snapshot drops it by that).
+type Taken = (u64, Entry);
+
+/// Takes the entries `ids` that are still in the set.
+fn take(set: &mut WaitSet, ids: Vec<u64>) -> Vec<Taken> {
+    ids.into_iter()
+        .filter_map(|id| set.entries.remove(&id).map(|entry| (id, entry)))
+        .collect()
+}
+
+/// The thread's copy of the set, as the wait takes it: the wake point first, then every
+/// entry's handle and point, in arrays kept from one wait to the next.
+struct Snapshot {
+    handles: Vec<SyncobjHandle>,
+    points: Vec<u64>,
+    /// The entry of `handles[i + 1]`.
+    ids: Vec<u64>,
+    /// Where each entry is in `ids`.
+    at: HashMap<u64, usize>,
+}
+
+impl Snapshot {
+    fn new(wake: SyncobjHandle) -> Snapshot {
+        Snapshot {
+            handles: vec![wake],
+            points: vec![0],
+            ids: Vec::new(),
+            at: HashMap::new(),
+        }
+    }
+
+    fn add(&mut self, id: u64, handle: SyncobjHandle, point: u64) {
+        self.at.insert(id, self.ids.len());
+        self.ids.push(id);
+        self.handles.push(handle);
+        self.points.push(point);
+    }
+
+    /// Removes entry `id`, if there, moving the last entry into its place.
+    fn remove(&mut self, id: u64) {
+        let Some(i) = self.at.remove(&id) else {
+            return;
+        };
+        self.ids.swap_remove(i);
+        self.handles.swap_remove(i + 1);
+        self.points.swap_remove(i + 1);
+        if let Some(&moved) = self.ids.get(i) {
+            self.at.insert(moved, i);
+        }
     }
 }
 
@@ -287,4 +360,55 @@ pub(super) fn wait_any(
     let available = wait_for == WaitFor::Available;
     sys_drm::syncobj_timeline_wait_any(node.as_fd(), handles, points, deadline_ns, available)
         .map(|first| first as usize)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn handle(n: u32) -> SyncobjHandle {
+        ::drm::control::from_u32(n).expect("a non-zero handle")
+    }
+
+    /// What the wait would be given: (id, handle, point) of every entry, wake point first.
+    fn waited(snapshot: &Snapshot) -> Vec<(Option<u64>, u32, u64)> {
+        let ids = std::iter::once(None).chain(snapshot.ids.iter().copied().map(Some));
+        ids.zip(&snapshot.handles)
+            .zip(&snapshot.points)
+            .map(|((id, h), p)| (id, u32::from(*h), *p))
+            .collect()
+    }
+
+    #[test]
+    fn the_snapshot_keeps_each_entry_with_its_handle_and_point() {
+        let mut s = Snapshot::new(handle(99));
+        for id in 1..=4 {
+            s.add(id, handle(10 + id as u32), 100 + id);
+        }
+        // The second moves the last into its place; the moved entry can still be removed.
+        s.remove(2);
+        assert_eq!(
+            waited(&s),
+            [
+                (None, 99, 0),
+                (Some(1), 11, 101),
+                (Some(4), 14, 104),
+                (Some(3), 13, 103)
+            ]
+        );
+        s.remove(4);
+        s.remove(4); // gone already: nothing happens
+        s.remove(7); // never there
+        assert_eq!(
+            waited(&s),
+            [(None, 99, 0), (Some(1), 11, 101), (Some(3), 13, 103)]
+        );
+        // The last one, and then the rest: only the wake point is left.
+        s.remove(3);
+        s.remove(1);
+        assert_eq!(waited(&s), [(None, 99, 0)]);
+        assert!(s.at.is_empty());
+        s.add(5, handle(15), 105);
+        assert_eq!(waited(&s), [(None, 99, 0), (Some(5), 15, 105)]);
+    }
 }
