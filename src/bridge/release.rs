@@ -264,11 +264,13 @@ impl ReleaseTracker {
             held.reads.push(fence);
         }
         // The compositor has its copy: the client may have the buffer back while it is shown.
+        // The renderer copied it as it drew (GLES uploads wl_shm, pixman reads it on the CPU),
+        // so the pass's fence is the GPU's work on the copy, and nothing waits for it.
         if held.release == Some(BufferRelease::AfterCopy) {
             held.release = None;
             actions.push(ReleaseAction::SendBufferRelease {
                 buffer,
-                after: held.reads.clone(),
+                after: Vec::new(),
             });
         }
     }
@@ -289,12 +291,11 @@ impl ReleaseTracker {
             } else {
                 ReleaseAction::SendBufferRelease {
                     buffer: held.buffer,
-                    // A fencing producer waits for the read fences on the dma-buf by itself.
+                    // A fencing producer waits for the read fences on the dma-buf by itself;
+                    // a copied buffer is not read after its copy.
                     after: match release {
-                        BufferRelease::WhenReplaced => Vec::new(),
-                        BufferRelease::AfterCopy | BufferRelease::WhenReadsDone => {
-                            held.reads.clone()
-                        }
+                        BufferRelease::WhenReplaced | BufferRelease::AfterCopy => Vec::new(),
+                        BufferRelease::WhenReadsDone => held.reads.clone(),
                     },
                 }
             });
@@ -371,6 +372,25 @@ mod tests {
                 after: vec![]
             }]
         );
+    }
+
+    #[test]
+    fn a_copied_shm_buffer_waits_for_no_read_fence() {
+        // The renderer copies wl_shm as it draws (GLES uploads it, pixman reads it on the
+        // CPU): the pass's fence is the GPU's work on the copy, not a read of the client's
+        // memory. Waiting for it gave a two-buffer client its buffer back after its next frame
+        // callback (weston-simple-shm: "Both buffers busy at redraw()").
+        let mut t = ReleaseTracker::new();
+        nothing_due(&mut t, commit(buffer(A), Release::AfterCopy));
+        assert_eq!(
+            t.handle(read(A, 7)),
+            [ReleaseAction::SendBufferRelease {
+                buffer: A,
+                after: vec![]
+            }]
+        );
+        nothing_due(&mut t, read(A, 8));
+        assert_eq!(t.handle(commit(buffer(B), Release::AfterCopy)), []);
     }
 
     #[test]
@@ -667,8 +687,9 @@ mod tests {
                                 "{action:?} after {trace:?}"
                             );
                         }
+                        // A fencing producer waits by itself; a copy is not read again.
                         let expected = match kind {
-                            Release::WhenReplaced => Vec::new(),
+                            Release::WhenReplaced | Release::AfterCopy => Vec::new(),
                             _ => self.reads_of(buffer),
                         };
                         assert_eq!(*after, expected, "{action:?} after {trace:?}");

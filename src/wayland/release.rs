@@ -65,7 +65,8 @@ impl FenceBridgeState {
     /// signalled from the buffer's read fences once it is replaced; a non-fencing producer's
     /// `wl_buffer.release` waits for them. The deferral works with smithay's renderer utilities
     /// (`on_commit_buffer_handler`), whose hold on the buffer the bridge keeps until the fences
-    /// signal.
+    /// signal. A wl_shm buffer, which the renderer copies as it draws, waits for no fence: it
+    /// goes back with the commit that replaces it.
     pub fn surface_read(&mut self, surface: &WlSurface, read: Option<SyncFile>) {
         if self.reads.is_empty() {
             if let Some(wake) = &self.read_wake {

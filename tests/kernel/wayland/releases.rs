@@ -472,3 +472,38 @@ fn release_waits_for_every_read() {
         "release point signalled once both reads ended"
     );
 }
+
+/// wl_shm is copied as the renderer draws it (GLES uploads it, pixman reads it on the CPU): a
+/// frame's read fence still pending does not hold the buffer back, which goes back with the
+/// commit that replaces it. A two-buffer client that draws the moment its frame callback comes
+/// (weston-simple-shm) needs it by then, and the next frame's callbacks may go out before the
+/// last frame's fence has signalled.
+#[test]
+fn a_copied_shm_buffer_goes_back_with_the_commit_replacing_it() {
+    kernel();
+    let vgem = vgem();
+    let mut h = Harness::default_config();
+    let mut c = h.connect();
+    let surface = c.surface();
+    let k = key(&c, &surface);
+    let (wl_a, wl_b) = (c.shm_buffer(), c.shm_buffer());
+    c.commit(&surface, Some(&wl_a));
+    h.roundtrip(&mut c);
+    assert!(h.run_until(&mut [&mut c], WAKE, applied(&k, 1)));
+    let srv = h.server_surface(&c, &surface);
+    let (frame, frame_fence) = pending_fence(&vgem);
+    wayland::surface_read(&mut h.server, &srv, Some(frame_fence));
+    c.commit(&surface, Some(&wl_b));
+    h.roundtrip(&mut c);
+    let a = wayland_client::Proxy::id(&wl_a);
+    assert!(
+        c.side.released.contains(&a),
+        "the copied shm buffer was not released by the roundtrip after its replacement"
+    );
+    // Replacing an shm buffer no frame read waits for nothing either.
+    c.commit(&surface, Some(&wl_a));
+    h.roundtrip(&mut c);
+    let b = wayland_client::Proxy::id(&wl_b);
+    assert!(c.side.released.contains(&b), "the unread shm buffer");
+    frame.signal().unwrap();
+}
