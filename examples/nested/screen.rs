@@ -12,7 +12,6 @@ use smithay::backend::allocator::Format;
 use smithay::backend::renderer::utils::{
     with_renderer_surface_state, RendererSurfaceStateUserData,
 };
-use smithay::backend::renderer::{buffer_type, BufferType};
 use smithay::output::Output;
 use smithay::reexports::wayland_protocols::wp::presentation_time::server::wp_presentation_feedback;
 use smithay::reexports::wayland_server::backend::{ClientId, ObjectId};
@@ -298,8 +297,8 @@ pub fn start_frame(state: &mut Nested) {
             fence
         }
     };
-    let unfenced = reads_started(state, &scene.surfaces, read_fence.as_ref());
     let drawn: Vec<WlSurface> = scene.surfaces.into_iter().map(|p| p.surface).collect();
+    let unfenced = reads_started(state, &drawn, read_fence.as_ref());
     for callback in drawn.iter().flat_map(take_frame_callbacks) {
         callback.done(Duration::from(elapsed).as_millis() as u32);
     }
@@ -455,26 +454,19 @@ fn place_tree(root: &WlSurface, origin: (i64, i64), placed: &mut Vec<Placed>) {
     );
 }
 
-/// Tells fencebridge that a frame reads `surfaces` until `fence` signals. Returns the
+/// Tells fencebridge that a frame reads `surfaces` until `fence` signals (a wl_shm buffer,
+/// which the frame copied, fencebridge gives back without waiting for it). Returns the
 /// surfaces whose reads no fence tracks: the backend ends them with [`reads_done`].
 fn reads_started(
     state: &mut Nested,
-    surfaces: &[Placed],
+    surfaces: &[WlSurface],
     fence: Option<&SyncFile>,
 ) -> Vec<WlSurface> {
     if !state.bridge_on {
         return Vec::new();
     }
     let mut unfenced = Vec::new();
-    for Placed {
-        surface, buffer, ..
-    } in surfaces
-    {
-        if copied_at_draw(buffer) {
-            // fencebridge: the frame has its copy, its read is over.
-            state.bridge.surface_read(surface, None);
-            continue;
-        }
+    for surface in surfaces {
         // fencebridge: the frame reads the surface's buffer until `fence` signals.
         match fence.map(SyncFile::try_clone) {
             Some(Ok(fence)) => state.bridge.surface_read(surface, Some(fence)),
@@ -482,19 +474,6 @@ fn reads_started(
         }
     }
     unfenced
-}
-
-/// Whether a frame copies `buffer` as it is submitted, on the loop: wl_shm, which both
-/// renderers copy (the headless one into its job, GLES into a texture), and a single pixel,
-/// a colour. Its read is then over before the GPU starts, and the client may have it back
-/// with the commit that replaces it: a two-buffer client that draws as soon as its frame
-/// callback comes (weston-simple-shm) needs it by then, and the frame's read fence may signal
-/// only after that callback went out.
-fn copied_at_draw(buffer: &WlBuffer) -> bool {
-    matches!(
-        buffer_type(buffer),
-        Some(BufferType::Shm | BufferType::SinglePixel)
-    )
 }
 
 /// The frame that read `surfaces` is done, and no fence told fencebridge so.
