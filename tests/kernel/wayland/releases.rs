@@ -15,6 +15,7 @@ use fencebridge::producer::{Vgem, VgemBuffer, VgemFence};
 use fencebridge::timeline::{SyncobjDevice, Timeline, WaitFor};
 use fencebridge::wayland;
 use rustix::event::{eventfd, EventfdFlags, PollFlags};
+use smithay::reexports::wayland_server::protocol::wl_surface::WlSurface as ServerSurface;
 use wayland_client::protocol::{wl_buffer::WlBuffer, wl_surface::WlSurface};
 use wayland_protocols::wp::linux_drm_syncobj::v1::client::{
     wp_linux_drm_syncobj_surface_v1::WpLinuxDrmSyncobjSurfaceV1,
@@ -397,6 +398,21 @@ impl PerBuffer {
     }
 }
 
+/// Commits `buffer` as `surface`'s first frame and waits until it applies; the surface as the
+/// compositor knows it.
+fn first_frame(
+    h: &mut Harness,
+    c: &mut TestClient,
+    surface: &WlSurface,
+    buffer: &WlBuffer,
+) -> ServerSurface {
+    let k = key(c, surface);
+    c.commit(surface, Some(buffer));
+    h.roundtrip(c);
+    assert!(h.run_until(&mut [&mut *c], WAKE, applied(&k, 1)));
+    h.server_surface(c, surface)
+}
+
 #[test]
 fn release_waits_for_every_read() {
     kernel();
@@ -410,10 +426,7 @@ fn release_waits_for_every_read() {
     let k = key(&c, &surface);
     let (_a, wl_a) = c.vgem_buffer(&vgem);
     let (_b, wl_b) = c.vgem_buffer(&vgem);
-    c.commit(&surface, Some(&wl_a));
-    h.roundtrip(&mut c);
-    assert!(h.run_until(&mut [&mut c], WAKE, applied(&k, 1)));
-    let srv = h.server_surface(&c, &surface);
+    let srv = first_frame(&mut h, &mut c, &surface, &wl_a);
     let (first, first_fence) = pending_fence(&vgem);
     let (second, second_fence) = pending_fence(&vgem);
     wayland::surface_read(&mut h.server, &srv, Some(first_fence));
@@ -485,12 +498,8 @@ fn a_copied_shm_buffer_goes_back_with_the_commit_replacing_it() {
     let mut h = Harness::default_config();
     let mut c = h.connect();
     let surface = c.surface();
-    let k = key(&c, &surface);
     let (wl_a, wl_b) = (c.shm_buffer(), c.shm_buffer());
-    c.commit(&surface, Some(&wl_a));
-    h.roundtrip(&mut c);
-    assert!(h.run_until(&mut [&mut c], WAKE, applied(&k, 1)));
-    let srv = h.server_surface(&c, &surface);
+    let srv = first_frame(&mut h, &mut c, &surface, &wl_a);
     let (frame, frame_fence) = pending_fence(&vgem);
     wayland::surface_read(&mut h.server, &srv, Some(frame_fence));
     c.commit(&surface, Some(&wl_b));
