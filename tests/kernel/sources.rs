@@ -1,12 +1,13 @@
 //! Both calloop sources, dispatched by a real `EventLoop`.
 
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use fencebridge::source::{PointWait, SyncFileSource, WaitMethod};
 use fencebridge::timeline::WaitFor;
 
 use crate::support::{
-    dispatch_until, kernel, open_fds, pending_fence, timeline_device, vgem, QUIET, WAKE,
+    dispatch_until, kernel, open_fds, pending_fence, timeline_device, vgem, Rng, QUIET, WAKE,
 };
 
 #[test]
@@ -207,6 +208,92 @@ fn a_cancelled_fallback_wait_lets_go_of_everything() {
         open_fds(),
         before,
         "the waiter let go of its fd, and the device of its own"
+    );
+}
+
+/// The fallback waiter under churn: on 16 timelines at once, waits added (several per timeline,
+/// at different points), cancelled and signalled in a seeded random order, the loop dispatched
+/// now and then. Every wait not cancelled fires exactly once, and only once its point has
+/// signalled; a cancelled one never fires. The waiter thread keeps a snapshot of its own,
+/// brought up to date from the adds and removals: this is what holds it to the set.
+#[test]
+fn the_fallback_waiter_fires_every_wait_once_through_churn() {
+    const TEST: &str = "the_fallback_waiter_fires_every_wait_once_through_churn";
+    kernel();
+    let Some(device) = timeline_device(TEST) else {
+        return;
+    };
+    let mut rng = Rng::from_env(TEST, 0x3a17);
+    let timelines: Vec<_> = (0..16).map(|_| device.create_timeline().unwrap()).collect();
+    let mut signalled = vec![0u64; timelines.len()];
+    let mut event_loop = calloop::EventLoop::<Vec<usize>>::try_new().unwrap();
+    let handle = event_loop.handle();
+    // Waits added and not seen firing yet, and those that must fire.
+    let mut pending = Vec::new();
+    let mut owed = BTreeSet::new();
+    let mut fired = Vec::new();
+    for id in 0..3000 {
+        match rng.below(10) {
+            0..=5 => {
+                let t = rng.below(16) as usize;
+                let point = signalled[t] + 1 + rng.below(4);
+                let timeline = timelines[t].clone();
+                let wait = PointWait::new(
+                    &timeline,
+                    point,
+                    WaitFor::Signalled,
+                    WaitMethod::WaiterThread,
+                );
+                let Ok(PointWait::Pending(source)) = wait else {
+                    panic!("point {point} of a timeline at {}: {wait:?}", signalled[t]);
+                };
+                let token = handle
+                    .insert_source(source, move |result, _, fired: &mut Vec<usize>| {
+                        result.unwrap();
+                        let at = timeline.signalled_point().unwrap();
+                        assert!(at >= point, "wait {id} for {point} fired at {at}");
+                        fired.push(id);
+                    })
+                    .unwrap();
+                pending.push((id, token));
+                owed.insert(id);
+            }
+            6 | 7 if !pending.is_empty() => {
+                let (id, token) = pending.swap_remove(rng.below(pending.len() as u64) as usize);
+                handle.remove(token);
+                owed.remove(&id);
+            }
+            _ => {
+                let t = rng.below(16) as usize;
+                signalled[t] += 1 + rng.below(3);
+                timelines[t].signal(signalled[t]).unwrap();
+            }
+        }
+        if rng.chance(20) {
+            event_loop
+                .dispatch(Some(Duration::ZERO), &mut fired)
+                .unwrap();
+            pending.retain(|(id, _)| !fired.contains(id));
+        }
+    }
+    // Past every point waited for: everything still owed fires.
+    for (timeline, at) in timelines.iter().zip(&mut signalled) {
+        *at += 10;
+        timeline.signal(*at).unwrap();
+    }
+    let all_fired = |fired: &Vec<usize>| fired.len() >= owed.len();
+    assert!(
+        dispatch_until(&mut event_loop, &mut fired, WAKE, all_fired),
+        "{} of {} waits fired",
+        fired.len(),
+        owed.len()
+    );
+    dispatch_until(&mut event_loop, &mut fired, QUIET, |_| false);
+    let once: BTreeSet<usize> = fired.iter().copied().collect();
+    assert_eq!(once.len(), fired.len(), "a wait fired twice");
+    assert_eq!(
+        once, owed,
+        "the waits that fired are the ones not cancelled"
     );
 }
 
